@@ -1,0 +1,452 @@
+//! The native client protocol, `signalbox.json.v1`: one JSON object per WebSocket text frame.
+//! `docs/protocol.md` is the specification; this module is its one implementation.
+//!
+//! Inbound frames are parsed in two steps — first `type` and `id`, then the fields of that
+//! type — so that a malformed frame still gets a reply carrying its `id` whenever the id
+//! itself could be read, and every failure maps to one [`ErrorCode`].
+//!
+//! Outbound frames are written by hand into a byte buffer: the hub encodes a message once
+//! per broadcast, so this is the one encoder on the fan-out path.
+
+use std::borrow::Cow;
+use std::io::Write as _;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use signalbox_core::{ErrorCode, EventName, GroupName, InvalidName};
+
+use crate::wire::DataKind;
+
+/// The WebSocket subprotocol name.
+pub const SUBPROTOCOL: &str = "signalbox.json.v1";
+
+/// Longest accepted string `id`.
+pub const REPLY_ID_MAX_LEN: usize = 64;
+
+/// The `id` a client puts on a request to get a reply; echoed back as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReplyId {
+    Number(u64),
+    Text(String),
+}
+
+/// A parsed, validated client request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRequest {
+    pub id: Option<ReplyId>,
+    pub command: ClientCommand,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientCommand {
+    Join {
+        group: GroupName,
+    },
+    Leave {
+        group: GroupName,
+    },
+    /// `data` is the raw JSON text of the payload (`null` when absent).
+    Publish {
+        group: GroupName,
+        event: EventName,
+        data: Bytes,
+        no_echo: bool,
+    },
+    /// Application-level heartbeat for clients that cannot see WebSocket pings (browsers).
+    Ping,
+}
+
+/// A frame that could not become a request: answered with an error reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub id: Option<ReplyId>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    id: Option<ReplyId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupArgs<'a> {
+    #[serde(rename = "type")]
+    _kind: &'a str,
+    #[serde(rename = "id")]
+    _id: Option<ReplyId>,
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishArgs<'a> {
+    #[serde(rename = "type")]
+    _kind: &'a str,
+    #[serde(rename = "id")]
+    _id: Option<ReplyId>,
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, rename = "noEcho")]
+    no_echo: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PingArgs<'a> {
+    #[serde(rename = "type")]
+    _kind: &'a str,
+    #[serde(rename = "id")]
+    _id: Option<ReplyId>,
+}
+
+/// Parses one inbound text frame.
+pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
+    let head: Head<'_> = serde_json::from_slice(text).map_err(|e| FrameError {
+        id: None,
+        code: ErrorCode::BadRequest,
+        message: format!("frame is not a JSON object with a valid type and id: {e}"),
+    })?;
+    let id = head.id;
+    if let Some(ReplyId::Text(t)) = &id
+        && t.len() > REPLY_ID_MAX_LEN
+    {
+        return Err(FrameError {
+            id: None,
+            code: ErrorCode::BadRequest,
+            message: format!("id is longer than {REPLY_ID_MAX_LEN} bytes"),
+        });
+    }
+    let fail = |code: ErrorCode, message: String| FrameError {
+        id: id.clone(),
+        code,
+        message,
+    };
+    let bad_fields =
+        |e: serde_json::Error| fail(ErrorCode::BadRequest, format!("invalid fields: {e}"));
+    let invalid_name = |e: InvalidName| fail(ErrorCode::InvalidName, e.to_string());
+    let Some(kind) = head.kind else {
+        return Err(fail(ErrorCode::BadRequest, "missing field `type`".into()));
+    };
+    let command = match &*kind {
+        "join" | "leave" => {
+            let args: GroupArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
+            let group = GroupName::new(&*args.group).map_err(invalid_name)?;
+            if kind == "join" {
+                ClientCommand::Join { group }
+            } else {
+                ClientCommand::Leave { group }
+            }
+        }
+        "publish" => {
+            let args: PublishArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
+            ClientCommand::Publish {
+                group: GroupName::new(&*args.group).map_err(invalid_name)?,
+                event: EventName::new(&*args.event).map_err(invalid_name)?,
+                data: args.data.map_or_else(
+                    || Bytes::from_static(b"null"),
+                    |raw| Bytes::copy_from_slice(raw.get().as_bytes()),
+                ),
+                no_echo: args.no_echo,
+            }
+        }
+        "ping" => {
+            let _: PingArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
+            ClientCommand::Ping
+        }
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(fail(
+                ErrorCode::UnknownType,
+                format!("unknown frame type {shown:?}"),
+            ));
+        }
+    };
+    Ok(ClientRequest { id, command })
+}
+
+/// Writes JSON into a byte buffer. Writing to a `Vec` cannot fail, so results are ignored.
+struct JsonWriter(Vec<u8>);
+
+impl JsonWriter {
+    fn new(capacity: usize) -> Self {
+        Self(Vec::with_capacity(capacity))
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    fn string(&mut self, s: &str) -> &mut Self {
+        let _ = serde_json::to_writer(&mut self.0, s);
+        self
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> &mut Self {
+        let _ = serde_json::to_writer(&mut self.0, v);
+        self
+    }
+
+    fn number(&mut self, n: u64) -> &mut Self {
+        let _ = write!(self.0, "{n}");
+        self
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// `{"type":"welcome",…}`: the first frame of every session.
+pub fn encode_welcome(
+    connection_id: &str,
+    user_id: Option<&str>,
+    heartbeat_seconds: u64,
+) -> Vec<u8> {
+    let mut w = JsonWriter::new(128);
+    w.raw(br#"{"type":"welcome","connectionId":"#)
+        .string(connection_id);
+    if let Some(user) = user_id {
+        w.raw(br#","userId":"#).string(user);
+    }
+    w.raw(br#","heartbeatSeconds":"#)
+        .number(heartbeat_seconds)
+        .raw(b"}");
+    w.finish()
+}
+
+/// `{"type":"message",…}`: one delivery. Encoded once per broadcast.
+pub fn encode_message(
+    event: &str,
+    kind: DataKind,
+    data: &[u8],
+    group: Option<&str>,
+    seq: Option<u64>,
+) -> Vec<u8> {
+    let mut w = JsonWriter::new(64 + event.len() + data.len() + group.map_or(0, str::len));
+    w.raw(br#"{"type":"message","event":"#).string(event);
+    match kind {
+        DataKind::Json => {
+            w.raw(br#","data":"#)
+                .raw(if data.is_empty() { b"null" } else { data });
+        }
+        DataKind::Binary => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+            w.raw(br#","data":"#)
+                .string(&encoded)
+                .raw(br#","encoding":"base64""#);
+        }
+    }
+    if let Some(group) = group {
+        w.raw(br#","group":"#).string(group);
+    }
+    if let Some(seq) = seq {
+        w.raw(br#","seq":"#).number(seq);
+    }
+    w.raw(b"}");
+    w.finish()
+}
+
+/// `{"type":"reply","id":…}` on success.
+pub fn encode_reply_ok(id: &ReplyId) -> Vec<u8> {
+    let mut w = JsonWriter::new(40);
+    w.raw(br#"{"type":"reply","id":"#).value(id).raw(b"}");
+    w.finish()
+}
+
+/// `{"type":"reply","id":…,"error":{…}}`, or `{"type":"error","error":{…}}` when the request
+/// carried no id — so that no failure is ever silent.
+pub fn encode_error(id: Option<&ReplyId>, code: ErrorCode, message: &str) -> Vec<u8> {
+    let mut w = JsonWriter::new(96 + message.len());
+    match id {
+        Some(id) => w.raw(br#"{"type":"reply","id":"#).value(id).raw(b","),
+        None => w.raw(br#"{"type":"error","#),
+    };
+    w.raw(br#""error":{"code":"#)
+        .string(code.as_str())
+        .raw(br#","message":"#)
+        .string(message)
+        .raw(b"}}");
+    w.finish()
+}
+
+/// `{"type":"pong"}`, with the ping's id if it had one.
+pub fn encode_pong(id: Option<&ReplyId>) -> Vec<u8> {
+    let mut w = JsonWriter::new(40);
+    w.raw(br#"{"type":"pong""#);
+    if let Some(id) = id {
+        w.raw(br#","id":"#).value(id);
+    }
+    w.raw(b"}");
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn parse(v: &str) -> Result<ClientRequest, FrameError> {
+        parse_client_frame(v.as_bytes())
+    }
+
+    #[test]
+    fn parses_each_type() {
+        let join = parse(r#"{"type":"join","group":"room-1","id":1}"#).expect("join");
+        assert_eq!(join.id, Some(ReplyId::Number(1)));
+        assert_eq!(
+            join.command,
+            ClientCommand::Join {
+                group: GroupName::new("room-1").expect("valid")
+            }
+        );
+        let leave = parse(r#"{"type":"leave","group":"room-1","id":"a"}"#).expect("leave");
+        assert_eq!(leave.id, Some(ReplyId::Text("a".into())));
+        let publish = parse(r#"{"type":"publish","group":"g","event":"e","data":{"x":[1,2]}}"#)
+            .expect("publish");
+        let ClientCommand::Publish { data, no_echo, .. } = publish.command else {
+            panic!("not publish")
+        };
+        assert_eq!(&data[..], br#"{"x":[1,2]}"#);
+        assert!(!no_echo);
+        let no_data =
+            parse(r#"{"type":"publish","group":"g","event":"e","noEcho":true}"#).expect("publish");
+        assert!(
+            matches!(no_data.command, ClientCommand::Publish { ref data, no_echo: true, .. } if &data[..] == b"null")
+        );
+        assert_eq!(
+            parse(r#"{"type":"ping"}"#).expect("ping").command,
+            ClientCommand::Ping
+        );
+    }
+
+    #[test]
+    fn malformed_frames_map_to_codes_and_keep_the_id() {
+        let cases = [
+            ("not json", None, ErrorCode::BadRequest),
+            ("[1,2]", None, ErrorCode::BadRequest),
+            ("{}", None, ErrorCode::BadRequest),
+            (
+                r#"{"id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"fly","id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::UnknownType,
+            ),
+            (
+                r#"{"type":"join","id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"join","group":7,"id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"join","group":"g","extra":1,"id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"join","group":"","id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::InvalidName,
+            ),
+            (
+                r#"{"type":"join","group":"a\u0000b","id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::InvalidName,
+            ),
+            (
+                r#"{"type":"publish","group":"g","id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"publish","group":"g","event":"","id":5}"#,
+                Some(ReplyId::Number(5)),
+                ErrorCode::InvalidName,
+            ),
+            (
+                r#"{"type":"join","group":"g","id":{"x":1}}"#,
+                None,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"join","group":"g","id":-1}"#,
+                None,
+                ErrorCode::BadRequest,
+            ),
+        ];
+        for (frame, id, code) in cases {
+            let err = parse(frame).expect_err(frame);
+            assert_eq!((err.id, err.code), (id, code), "{frame}");
+            assert!(!err.message.is_empty());
+        }
+        let long_id = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(65));
+        assert_eq!(parse(&long_id).expect_err("long id").id, None);
+    }
+
+    #[test]
+    fn outbound_frames_are_valid_json() {
+        let v = |bytes: Vec<u8>| serde_json::from_slice::<Value>(&bytes).expect("valid json");
+        assert_eq!(
+            v(encode_welcome("c_1", Some("u\"1"), 25)),
+            json!({"type":"welcome","connectionId":"c_1","userId":"u\"1","heartbeatSeconds":25})
+        );
+        assert_eq!(
+            v(encode_message(
+                "e\n",
+                DataKind::Json,
+                br#"{"a":1}"#,
+                Some("g"),
+                Some(3)
+            )),
+            json!({"type":"message","event":"e\n","data":{"a":1},"group":"g","seq":3})
+        );
+        assert_eq!(
+            v(encode_message(
+                "e",
+                DataKind::Binary,
+                &[0, 1, 2],
+                None,
+                None
+            )),
+            json!({"type":"message","event":"e","data":"AAEC","encoding":"base64"})
+        );
+        assert_eq!(
+            v(encode_reply_ok(&ReplyId::Text("x".into()))),
+            json!({"type":"reply","id":"x"})
+        );
+        assert_eq!(
+            v(encode_error(
+                Some(&ReplyId::Number(2)),
+                ErrorCode::Forbidden,
+                "no"
+            )),
+            json!({"type":"reply","id":2,"error":{"code":"forbidden","message":"no"}})
+        );
+        assert_eq!(
+            v(encode_error(None, ErrorCode::BadRequest, "bad")),
+            json!({"type":"error","error":{"code":"bad_request","message":"bad"}})
+        );
+        assert_eq!(v(encode_pong(None)), json!({"type":"pong"}));
+    }
+}

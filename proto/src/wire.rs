@@ -1,0 +1,383 @@
+//! What travels on the routing plane: one [`Packet`] per bus message, as a version byte
+//! followed by a protobuf body (prost derives the schema from these structs; field tags are
+//! the compatibility contract — never reuse or renumber one).
+//!
+//! A receiver that meets an unknown version, a truncated body or an empty packet gets a
+//! [`DecodeError`]; it counts it, logs it once and drops the packet.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message as _;
+
+/// The version byte every packet starts with.
+pub const WIRE_VERSION: u8 = 1;
+
+/// A message to deliver to clients: the routing envelope.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    #[prost(string, tag = "1")]
+    pub app: String,
+    /// The hub token (`_` for the native hub).
+    #[prost(string, tag = "2")]
+    pub hub: String,
+    #[prost(oneof = "Target", tags = "3, 4, 5, 6")]
+    pub target: Option<Target>,
+    /// Connection ids that must not receive it.
+    #[prost(string, repeated, tag = "7")]
+    pub exclude: Vec<String>,
+    #[prost(string, tag = "8")]
+    pub event: String,
+    /// The payload; its meaning is given by `data_kind`.
+    #[prost(bytes = "bytes", tag = "9")]
+    pub data: Bytes,
+    #[prost(enumeration = "DataKind", tag = "10")]
+    pub data_kind: i32,
+    /// Unique message id (the api's, or the edge's for client publishes).
+    #[prost(string, tag = "11")]
+    pub id: String,
+    /// Position in the group's history, when the group keeps history.
+    #[prost(uint64, optional, tag = "12")]
+    pub position: Option<u64>,
+    /// When the api (or edge) accepted it, microseconds since the Unix epoch.
+    #[prost(uint64, tag = "13")]
+    pub published_at_micros: u64,
+    /// W3C trace context of the publish.
+    #[prost(string, tag = "14")]
+    pub traceparent: String,
+    #[prost(string, tag = "15")]
+    pub tracestate: String,
+    /// The connection that published it, for client publishes.
+    #[prost(string, optional, tag = "16")]
+    pub origin_connection: Option<String>,
+}
+
+/// Who an envelope is for.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Target {
+    /// Every connection of the hub.
+    #[prost(bool, tag = "3")]
+    All(bool),
+    #[prost(string, tag = "4")]
+    Group(String),
+    #[prost(string, tag = "5")]
+    User(String),
+    #[prost(string, tag = "6")]
+    Connection(String),
+}
+
+/// How to read an envelope's `data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum DataKind {
+    /// UTF-8 JSON text, already validated by whoever accepted the message.
+    Json = 0,
+    /// Opaque bytes.
+    Binary = 1,
+}
+
+/// A node-to-node control operation, sent on a user subject (applies to all of the user's
+/// connections) or on a node subject (applies to one connection).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Control {
+    #[prost(string, tag = "1")]
+    pub app: String,
+    #[prost(string, tag = "2")]
+    pub hub: String,
+    /// The connection, for node subjects; empty for user subjects.
+    #[prost(string, tag = "3")]
+    pub connection: String,
+    /// The user, for user subjects.
+    #[prost(string, tag = "4")]
+    pub user: String,
+    #[prost(oneof = "ControlOp", tags = "5, 6, 7, 8")]
+    pub op: Option<ControlOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ControlOp {
+    #[prost(message, tag = "5")]
+    Close(CloseOp),
+    #[prost(string, tag = "6")]
+    Join(String),
+    #[prost(string, tag = "7")]
+    Leave(String),
+    /// Asks for the connection's info; answered with a [`ControlReply`].
+    #[prost(bool, tag = "8")]
+    Query(bool),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CloseOp {
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    #[prost(string, tag = "2")]
+    pub reason: String,
+}
+
+/// The answer of a node to a [`Control`] sent as a request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ControlReply {
+    #[prost(enumeration = "ControlStatus", tag = "1")]
+    pub status: i32,
+    #[prost(message, optional, tag = "2")]
+    pub info: Option<ConnectionInfo>,
+    /// For `Refused`: the protocol error code (`too_many_groups`, …).
+    #[prost(string, tag = "3")]
+    pub error_code: String,
+    #[prost(string, tag = "4")]
+    pub error_message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ControlStatus {
+    Done = 0,
+    NotFound = 1,
+    Refused = 2,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConnectionInfo {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, optional, tag = "2")]
+    pub user: Option<String>,
+    #[prost(string, repeated, tag = "3")]
+    pub groups: Vec<String>,
+    #[prost(string, tag = "4")]
+    pub protocol: String,
+    #[prost(string, tag = "5")]
+    pub transport: String,
+    #[prost(string, tag = "6")]
+    pub node: String,
+    /// Seconds since the Unix epoch.
+    #[prost(uint64, tag = "7")]
+    pub connected_at: u64,
+}
+
+/// An edge's request to the api.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ApiRequest {
+    #[prost(string, tag = "1")]
+    pub app: String,
+    #[prost(oneof = "ApiQuery", tags = "2, 3")]
+    pub query: Option<ApiQuery>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ApiQuery {
+    /// Look up a key by id.
+    #[prost(string, tag = "2")]
+    Key(String),
+    #[prost(message, tag = "3")]
+    UserGroups(UserGroupsQuery),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserGroupsQuery {
+    #[prost(string, tag = "1")]
+    pub hub: String,
+    #[prost(string, tag = "2")]
+    pub user: String,
+}
+
+/// The api's answer to an [`ApiRequest`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ApiReply {
+    #[prost(oneof = "ApiAnswer", tags = "1, 2, 3")]
+    pub answer: Option<ApiAnswer>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ApiAnswer {
+    #[prost(message, tag = "1")]
+    Key(KeyInfo),
+    #[prost(message, tag = "2")]
+    UserGroups(GroupList),
+    /// The request could not be answered (unknown key, store down, …): a safe message.
+    #[prost(message, tag = "3")]
+    Error(ApiFailure),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyInfo {
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    #[prost(string, tag = "2")]
+    pub app: String,
+    /// The HMAC secret that verifies the key's tokens. Only on the trusted routing plane.
+    #[prost(bytes = "vec", tag = "3")]
+    pub secret: Vec<u8>,
+    #[prost(bool, tag = "4")]
+    pub revoked: bool,
+    /// The app's settings as JSON.
+    #[prost(string, tag = "5")]
+    pub settings_json: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupList {
+    #[prost(string, repeated, tag = "1")]
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ApiFailure {
+    #[prost(enumeration = "ApiFailureKind", tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ApiFailureKind {
+    NotFound = 0,
+    Unavailable = 1,
+}
+
+/// Announced by the api when something edges cache changes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConfigChange {
+    #[prost(string, tag = "1")]
+    pub app: String,
+    #[prost(oneof = "ConfigChangeKind", tags = "2, 3, 4")]
+    pub kind: Option<ConfigChangeKind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ConfigChangeKind {
+    #[prost(string, tag = "2")]
+    KeyRevoked(String),
+    #[prost(bool, tag = "3")]
+    SettingsChanged(bool),
+    #[prost(bool, tag = "4")]
+    AppDeleted(bool),
+}
+
+/// Everything that travels on the bus.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Packet {
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6")]
+    pub body: Option<Body>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Body {
+    #[prost(message, tag = "1")]
+    Message(Envelope),
+    #[prost(message, tag = "2")]
+    Control(Control),
+    #[prost(message, tag = "3")]
+    ControlReply(ControlReply),
+    #[prost(message, tag = "4")]
+    ApiRequest(ApiRequest),
+    #[prost(message, tag = "5")]
+    ApiReply(ApiReply),
+    #[prost(message, tag = "6")]
+    ConfigChange(ConfigChange),
+}
+
+impl From<Body> for Packet {
+    fn from(body: Body) -> Self {
+        Self { body: Some(body) }
+    }
+}
+
+/// Why a packet could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty packet")]
+    Empty,
+    #[error("unknown wire version {0}")]
+    UnknownVersion(u8),
+    #[error("malformed packet: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    #[error("packet has no body")]
+    NoBody,
+}
+
+impl DecodeError {
+    /// A short, bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::UnknownVersion(_) => "unknown_version",
+            Self::Malformed(_) => "malformed",
+            Self::NoBody => "no_body",
+        }
+    }
+}
+
+/// Encodes a packet body with its version byte.
+pub fn encode(body: Body) -> Bytes {
+    let packet = Packet::from(body);
+    let mut buf = BytesMut::with_capacity(1 + packet.encoded_len());
+    buf.put_u8(WIRE_VERSION);
+    // Encoding into a buffer reserved to the exact length cannot fail.
+    let _ = packet.encode(&mut buf);
+    buf.freeze()
+}
+
+/// Decodes a packet; `data` fields share `bytes` without copying.
+pub fn decode(mut bytes: Bytes) -> Result<Body, DecodeError> {
+    let Some(&version) = bytes.first() else {
+        return Err(DecodeError::Empty);
+    };
+    if version != WIRE_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let _ = bytes.split_to(1);
+    Packet::decode(bytes)?.body.ok_or(DecodeError::NoBody)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            app: "app_1".into(),
+            hub: "_".into(),
+            target: Some(Target::Group("room".into())),
+            exclude: vec!["n_1".into()],
+            event: "chat".into(),
+            data: Bytes::from_static(br#"{"text":"hi"}"#),
+            data_kind: DataKind::Json as i32,
+            id: "msg_1".into(),
+            position: Some(7),
+            published_at_micros: 1,
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: String::new(),
+            origin_connection: None,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(Body::Message(envelope()));
+        assert_eq!(bytes[0], WIRE_VERSION);
+        assert_eq!(decode(bytes), Ok(Body::Message(envelope())));
+    }
+
+    #[test]
+    fn bad_packets_are_typed_errors() {
+        assert_eq!(decode(Bytes::new()), Err(DecodeError::Empty));
+        let mut future = encode(Body::Message(envelope())).to_vec();
+        future[0] = 2;
+        assert_eq!(
+            decode(Bytes::from(future)),
+            Err(DecodeError::UnknownVersion(2))
+        );
+        let whole = encode(Body::Message(envelope()));
+        let truncated = whole.slice(..whole.len() - 5);
+        assert!(matches!(decode(truncated), Err(DecodeError::Malformed(_))));
+        assert_eq!(
+            decode(Bytes::from_static(&[WIRE_VERSION])),
+            Err(DecodeError::NoBody)
+        );
+        assert!(matches!(
+            decode(Bytes::from_static(&[WIRE_VERSION, 0xff, 0xff, 0xff])),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+}

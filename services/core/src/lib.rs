@@ -1,0 +1,29 @@
+//! Signalbox's shared vocabulary, with no I/O: every other crate speaks in these types.
+//!
+//! # Layout
+//! - [`ids`]: generated ids (`AppId`, `ConnectionId`, …) and tenant-chosen names
+//!   (`GroupName`, `UserId`, `EventName`), validated once at the boundary;
+//! - [`settings`]: per-app settings, their defaults and hard caps;
+//! - [`permission`]: `join:room-*`-style grants and their matching;
+//! - [`scopes`]: what an app key may do;
+//! - [`token`]: client-token claims, HS256 signing and verification;
+//! - [`codes`]: the one table of close codes and error codes, with what a client should do.
+//!
+//! This crate must not depend on tokio, axum, sqlx, NATS or any other Signalbox crate.
+
+pub mod codes;
+pub mod ids;
+pub mod permission;
+pub mod scopes;
+pub mod settings;
+pub mod token;
+
+pub use codes::{ClientAction, CloseCode, ErrorCode};
+pub use ids::{
+    AppId, ConnectionId, EventName, GroupName, HubName, InvalidName, KeyId, NodeId, Scope,
+    TenantId, UserId,
+};
+pub use permission::{Action, Permission, Permissions};
+pub use scopes::{KeyScope, KeyScopes};
+pub use settings::{AppSettings, Limits};
+pub use token::{ClientClaims, TokenError};
