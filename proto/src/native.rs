@@ -128,13 +128,8 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
             message: format!("id is longer than {REPLY_ID_MAX_LEN} bytes"),
         });
     }
-    let fail = |code: ErrorCode, message: String| FrameError {
-        id: id.clone(),
-        code,
-        message,
-    };
-    let bad_fields =
-        |e: serde_json::Error| fail(ErrorCode::BadRequest, format!("invalid fields: {e}"));
+    let fail = |code: ErrorCode, message: String| FrameError { id: id.clone(), code, message };
+    let bad_fields = |e: serde_json::Error| fail(ErrorCode::BadRequest, format!("invalid fields: {e}"));
     let invalid_name = |e: InvalidName| fail(ErrorCode::InvalidName, e.to_string());
     let Some(kind) = head.kind else {
         return Err(fail(ErrorCode::BadRequest, "missing field `type`".into()));
@@ -143,21 +138,16 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
         "join" | "leave" => {
             let args: GroupArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
             let group = GroupName::new(&*args.group).map_err(invalid_name)?;
-            if kind == "join" {
-                ClientCommand::Join { group }
-            } else {
-                ClientCommand::Leave { group }
-            }
+            if kind == "join" { ClientCommand::Join { group } } else { ClientCommand::Leave { group } }
         }
         "publish" => {
             let args: PublishArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
             ClientCommand::Publish {
                 group: GroupName::new(&*args.group).map_err(invalid_name)?,
                 event: EventName::new(&*args.event).map_err(invalid_name)?,
-                data: args.data.map_or_else(
-                    || Bytes::from_static(b"null"),
-                    |raw| Bytes::copy_from_slice(raw.get().as_bytes()),
-                ),
+                data: args
+                    .data
+                    .map_or_else(|| Bytes::from_static(b"null"), |raw| Bytes::copy_from_slice(raw.get().as_bytes())),
                 no_echo: args.no_echo,
             }
         }
@@ -167,10 +157,7 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
         }
         other => {
             let shown: String = other.chars().take(32).collect();
-            return Err(fail(
-                ErrorCode::UnknownType,
-                format!("unknown frame type {shown:?}"),
-            ));
+            return Err(fail(ErrorCode::UnknownType, format!("unknown frame type {shown:?}")));
         }
     };
     Ok(ClientRequest { id, command })
@@ -210,43 +197,27 @@ impl JsonWriter {
 }
 
 /// `{"type":"welcome",…}`: the first frame of every session.
-pub fn encode_welcome(
-    connection_id: &str,
-    user_id: Option<&str>,
-    heartbeat_seconds: u64,
-) -> Vec<u8> {
+pub fn encode_welcome(connection_id: &str, user_id: Option<&str>, heartbeat_seconds: u64) -> Vec<u8> {
     let mut w = JsonWriter::new(128);
-    w.raw(br#"{"type":"welcome","connectionId":"#)
-        .string(connection_id);
+    w.raw(br#"{"type":"welcome","connectionId":"#).string(connection_id);
     if let Some(user) = user_id {
         w.raw(br#","userId":"#).string(user);
     }
-    w.raw(br#","heartbeatSeconds":"#)
-        .number(heartbeat_seconds)
-        .raw(b"}");
+    w.raw(br#","heartbeatSeconds":"#).number(heartbeat_seconds).raw(b"}");
     w.finish()
 }
 
 /// `{"type":"message",…}`: one delivery. Encoded once per broadcast.
-pub fn encode_message(
-    event: &str,
-    kind: DataKind,
-    data: &[u8],
-    group: Option<&str>,
-    seq: Option<u64>,
-) -> Vec<u8> {
+pub fn encode_message(event: &str, kind: DataKind, data: &[u8], group: Option<&str>, seq: Option<u64>) -> Vec<u8> {
     let mut w = JsonWriter::new(64 + event.len() + data.len() + group.map_or(0, str::len));
     w.raw(br#"{"type":"message","event":"#).string(event);
     match kind {
         DataKind::Json => {
-            w.raw(br#","data":"#)
-                .raw(if data.is_empty() { b"null" } else { data });
+            w.raw(br#","data":"#).raw(if data.is_empty() { b"null" } else { data });
         }
         DataKind::Binary => {
             let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-            w.raw(br#","data":"#)
-                .string(&encoded)
-                .raw(br#","encoding":"base64""#);
+            w.raw(br#","data":"#).string(&encoded).raw(br#","encoding":"base64""#);
         }
     }
     if let Some(group) = group {
@@ -274,11 +245,7 @@ pub fn encode_error(id: Option<&ReplyId>, code: ErrorCode, message: &str) -> Vec
         Some(id) => w.raw(br#"{"type":"reply","id":"#).value(id).raw(b","),
         None => w.raw(br#"{"type":"error","#),
     };
-    w.raw(br#""error":{"code":"#)
-        .string(code.as_str())
-        .raw(br#","message":"#)
-        .string(message)
-        .raw(b"}}");
+    w.raw(br#""error":{"code":"#).string(code.as_str()).raw(br#","message":"#).string(message).raw(b"}}");
     w.finish()
 }
 
@@ -307,30 +274,18 @@ mod tests {
     fn parses_each_type() {
         let join = parse(r#"{"type":"join","group":"room-1","id":1}"#).expect("join");
         assert_eq!(join.id, Some(ReplyId::Number(1)));
-        assert_eq!(
-            join.command,
-            ClientCommand::Join {
-                group: GroupName::new("room-1").expect("valid")
-            }
-        );
+        assert_eq!(join.command, ClientCommand::Join { group: GroupName::new("room-1").expect("valid") });
         let leave = parse(r#"{"type":"leave","group":"room-1","id":"a"}"#).expect("leave");
         assert_eq!(leave.id, Some(ReplyId::Text("a".into())));
-        let publish = parse(r#"{"type":"publish","group":"g","event":"e","data":{"x":[1,2]}}"#)
-            .expect("publish");
-        let ClientCommand::Publish { data, no_echo, .. } = publish.command else {
-            panic!("not publish")
-        };
+        let publish = parse(r#"{"type":"publish","group":"g","event":"e","data":{"x":[1,2]}}"#).expect("publish");
+        let ClientCommand::Publish { data, no_echo, .. } = publish.command else { panic!("not publish") };
         assert_eq!(&data[..], br#"{"x":[1,2]}"#);
         assert!(!no_echo);
-        let no_data =
-            parse(r#"{"type":"publish","group":"g","event":"e","noEcho":true}"#).expect("publish");
+        let no_data = parse(r#"{"type":"publish","group":"g","event":"e","noEcho":true}"#).expect("publish");
         assert!(
             matches!(no_data.command, ClientCommand::Publish { ref data, no_echo: true, .. } if &data[..] == b"null")
         );
-        assert_eq!(
-            parse(r#"{"type":"ping"}"#).expect("ping").command,
-            ClientCommand::Ping
-        );
+        assert_eq!(parse(r#"{"type":"ping"}"#).expect("ping").command, ClientCommand::Ping);
     }
 
     #[test]
@@ -339,61 +294,17 @@ mod tests {
             ("not json", None, ErrorCode::BadRequest),
             ("[1,2]", None, ErrorCode::BadRequest),
             ("{}", None, ErrorCode::BadRequest),
-            (
-                r#"{"id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::BadRequest,
-            ),
-            (
-                r#"{"type":"fly","id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::UnknownType,
-            ),
-            (
-                r#"{"type":"join","id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::BadRequest,
-            ),
-            (
-                r#"{"type":"join","group":7,"id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::BadRequest,
-            ),
-            (
-                r#"{"type":"join","group":"g","extra":1,"id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::BadRequest,
-            ),
-            (
-                r#"{"type":"join","group":"","id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::InvalidName,
-            ),
-            (
-                r#"{"type":"join","group":"a\u0000b","id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::InvalidName,
-            ),
-            (
-                r#"{"type":"publish","group":"g","id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::BadRequest,
-            ),
-            (
-                r#"{"type":"publish","group":"g","event":"","id":5}"#,
-                Some(ReplyId::Number(5)),
-                ErrorCode::InvalidName,
-            ),
-            (
-                r#"{"type":"join","group":"g","id":{"x":1}}"#,
-                None,
-                ErrorCode::BadRequest,
-            ),
-            (
-                r#"{"type":"join","group":"g","id":-1}"#,
-                None,
-                ErrorCode::BadRequest,
-            ),
+            (r#"{"id":5}"#, Some(ReplyId::Number(5)), ErrorCode::BadRequest),
+            (r#"{"type":"fly","id":5}"#, Some(ReplyId::Number(5)), ErrorCode::UnknownType),
+            (r#"{"type":"join","id":5}"#, Some(ReplyId::Number(5)), ErrorCode::BadRequest),
+            (r#"{"type":"join","group":7,"id":5}"#, Some(ReplyId::Number(5)), ErrorCode::BadRequest),
+            (r#"{"type":"join","group":"g","extra":1,"id":5}"#, Some(ReplyId::Number(5)), ErrorCode::BadRequest),
+            (r#"{"type":"join","group":"","id":5}"#, Some(ReplyId::Number(5)), ErrorCode::InvalidName),
+            (r#"{"type":"join","group":"a\u0000b","id":5}"#, Some(ReplyId::Number(5)), ErrorCode::InvalidName),
+            (r#"{"type":"publish","group":"g","id":5}"#, Some(ReplyId::Number(5)), ErrorCode::BadRequest),
+            (r#"{"type":"publish","group":"g","event":"","id":5}"#, Some(ReplyId::Number(5)), ErrorCode::InvalidName),
+            (r#"{"type":"join","group":"g","id":{"x":1}}"#, None, ErrorCode::BadRequest),
+            (r#"{"type":"join","group":"g","id":-1}"#, None, ErrorCode::BadRequest),
         ];
         for (frame, id, code) in cases {
             let err = parse(frame).expect_err(frame);
@@ -412,35 +323,16 @@ mod tests {
             json!({"type":"welcome","connectionId":"c_1","userId":"u\"1","heartbeatSeconds":25})
         );
         assert_eq!(
-            v(encode_message(
-                "e\n",
-                DataKind::Json,
-                br#"{"a":1}"#,
-                Some("g"),
-                Some(3)
-            )),
+            v(encode_message("e\n", DataKind::Json, br#"{"a":1}"#, Some("g"), Some(3))),
             json!({"type":"message","event":"e\n","data":{"a":1},"group":"g","seq":3})
         );
         assert_eq!(
-            v(encode_message(
-                "e",
-                DataKind::Binary,
-                &[0, 1, 2],
-                None,
-                None
-            )),
+            v(encode_message("e", DataKind::Binary, &[0, 1, 2], None, None)),
             json!({"type":"message","event":"e","data":"AAEC","encoding":"base64"})
         );
+        assert_eq!(v(encode_reply_ok(&ReplyId::Text("x".into()))), json!({"type":"reply","id":"x"}));
         assert_eq!(
-            v(encode_reply_ok(&ReplyId::Text("x".into()))),
-            json!({"type":"reply","id":"x"})
-        );
-        assert_eq!(
-            v(encode_error(
-                Some(&ReplyId::Number(2)),
-                ErrorCode::Forbidden,
-                "no"
-            )),
+            v(encode_error(Some(&ReplyId::Number(2)), ErrorCode::Forbidden, "no")),
             json!({"type":"reply","id":2,"error":{"code":"forbidden","message":"no"}})
         );
         assert_eq!(

@@ -31,15 +31,9 @@ impl Subject {
     pub fn new(s: &str) -> Result<Self, SubjectError> {
         let tokens: Vec<&str> = s.split('.').collect();
         let valid = !s.is_empty()
-            && tokens
-                .iter()
-                .all(|t| !t.is_empty() && !t.bytes().any(|b| b.is_ascii_whitespace()))
+            && tokens.iter().all(|t| !t.is_empty() && !t.bytes().any(|b| b.is_ascii_whitespace()))
             && tokens.iter().rev().skip(1).all(|t| *t != ">");
-        if valid {
-            Ok(Self(Arc::from(s)))
-        } else {
-            Err(SubjectError::Unknown(s.to_owned()))
-        }
+        if valid { Ok(Self(Arc::from(s))) } else { Err(SubjectError::Unknown(s.to_owned())) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -113,10 +107,7 @@ pub enum SubjectError {
     #[error("subject {0:?} is outside the scheme")]
     Unknown(String),
     #[error("subject {subject:?} has an invalid name: {source}")]
-    InvalidName {
-        subject: String,
-        source: InvalidName,
-    },
+    InvalidName { subject: String, source: InvalidName },
     #[error("subject {0:?} has a malformed escape")]
     BadEscape(String),
 }
@@ -138,9 +129,7 @@ impl Subjects {
     /// by its encoding so it cannot add wildcards.
     pub fn new(root: &str) -> Self {
         let root: Vec<String> = root.split('.').map(encode_token).collect();
-        Self {
-            root: Arc::from(root.join(".")),
-        }
+        Self { root: Arc::from(root.join(".")) }
     }
 
     fn make(&self, rest: fmt::Arguments<'_>) -> Subject {
@@ -152,21 +141,11 @@ impl Subjects {
     }
 
     pub fn group(&self, scope: &Scope, group: &GroupName) -> Subject {
-        self.make(format_args!(
-            "m.{}.{}.g.{}",
-            scope.app,
-            scope.hub,
-            encode_token(group.as_str())
-        ))
+        self.make(format_args!("m.{}.{}.g.{}", scope.app, scope.hub, encode_token(group.as_str())))
     }
 
     pub fn user(&self, scope: &Scope, user: &UserId) -> Subject {
-        self.make(format_args!(
-            "m.{}.{}.u.{}",
-            scope.app,
-            scope.hub,
-            encode_token(user.as_str())
-        ))
+        self.make(format_args!("m.{}.{}.u.{}", scope.app, scope.hub, encode_token(user.as_str())))
     }
 
     pub fn node(&self, node: &NodeId, app: &AppId) -> Subject {
@@ -198,34 +177,18 @@ impl Subjects {
     /// Parses a concrete subject back into what it addresses.
     pub fn parse(&self, subject: &str) -> Result<Route, SubjectError> {
         let unknown = || SubjectError::Unknown(subject.to_owned());
-        let rest = subject
-            .strip_prefix(&*self.root)
-            .and_then(|r| r.strip_prefix('.'))
-            .ok_or_else(unknown)?;
+        let rest = subject.strip_prefix(&*self.root).and_then(|r| r.strip_prefix('.')).ok_or_else(unknown)?;
         let tokens: Vec<&str> = rest.split('.').collect();
-        let invalid = |source: InvalidName| SubjectError::InvalidName {
-            subject: subject.to_owned(),
-            source,
-        };
+        let invalid = |source: InvalidName| SubjectError::InvalidName { subject: subject.to_owned(), source };
         let app = |s: &str| AppId::new(s).map_err(invalid);
         let scope = |a: &str, h: &str| -> Result<Scope, SubjectError> {
-            Ok(Scope {
-                app: app(a)?,
-                hub: HubName::from_token(h).map_err(invalid)?,
-            })
+            Ok(Scope { app: app(a)?, hub: HubName::from_token(h).map_err(invalid)? })
         };
-        let name =
-            |s: &str| decode_token(s).ok_or_else(|| SubjectError::BadEscape(subject.to_owned()));
+        let name = |s: &str| decode_token(s).ok_or_else(|| SubjectError::BadEscape(subject.to_owned()));
         match tokens.as_slice() {
             ["m", a, h, "all"] => Ok(Route::All(scope(a, h)?)),
-            ["m", a, h, "g", g] => Ok(Route::Group(
-                scope(a, h)?,
-                GroupName::new(name(g)?).map_err(invalid)?,
-            )),
-            ["m", a, h, "u", u] => Ok(Route::User(
-                scope(a, h)?,
-                UserId::new(name(u)?).map_err(invalid)?,
-            )),
+            ["m", a, h, "g", g] => Ok(Route::Group(scope(a, h)?, GroupName::new(name(g)?).map_err(invalid)?)),
+            ["m", a, h, "u", u] => Ok(Route::User(scope(a, h)?, UserId::new(name(u)?).map_err(invalid)?)),
             ["n", n, a] => Ok(Route::Node(NodeId::new(n).map_err(invalid)?, app(a)?)),
             ["a", a, "key"] => Ok(Route::Api(app(a)?, ApiOp::Key)),
             ["a", a, "user-groups"] => Ok(Route::Api(app(a)?, ApiOp::UserGroups)),
@@ -295,27 +258,14 @@ mod tests {
     #[test]
     fn hostile_names_stay_in_one_token_and_round_trip() {
         let subjects = Subjects::default();
-        for raw in [
-            "room-1",
-            "a.b",
-            "*",
-            ">",
-            "a b",
-            "Zürich 🚀",
-            "~7E",
-            "x.*.>",
-            &"é".repeat(128),
-        ] {
+        for raw in ["room-1", "a.b", "*", ">", "a b", "Zürich 🚀", "~7E", "x.*.>", &"é".repeat(128)] {
             let group = GroupName::new(raw).expect("valid name");
             let subject = subjects.group(&scope(), &group);
             let tokens: Vec<&str> = subject.as_str().split('.').collect();
             assert_eq!(tokens.len(), 6, "{subject}");
             assert!(!subject.is_pattern(), "{subject}");
             assert!(!subject.as_str().contains(' '));
-            assert_eq!(
-                subjects.parse(subject.as_str()),
-                Ok(Route::Group(scope(), group))
-            );
+            assert_eq!(subjects.parse(subject.as_str()), Ok(Route::Group(scope(), group)));
         }
     }
 
@@ -336,38 +286,18 @@ mod tests {
         let app = AppId::new("app_1").expect("valid");
         let node = NodeId::new("node0001").expect("valid");
         let user = UserId::new("bob@example.com").expect("valid");
-        let hub = Scope {
-            app: app.clone(),
-            hub: HubName::new("Chat").expect("valid"),
-        };
+        let hub = Scope { app: app.clone(), hub: HubName::new("Chat").expect("valid") };
         assert_eq!(s.parse(s.all(&hub).as_str()), Ok(Route::All(hub.clone())));
-        assert_eq!(
-            s.parse(s.user(&hub, &user).as_str()),
-            Ok(Route::User(hub.clone(), user))
-        );
-        assert_eq!(
-            s.parse(s.node(&node, &app).as_str()),
-            Ok(Route::Node(node.clone(), app.clone()))
-        );
-        assert_eq!(
-            s.parse(s.api(&app, ApiOp::Key).as_str()),
-            Ok(Route::Api(app.clone(), ApiOp::Key))
-        );
-        assert_eq!(
-            s.parse(s.config(&app).as_str()),
-            Ok(Route::Config(app.clone()))
-        );
+        assert_eq!(s.parse(s.user(&hub, &user).as_str()), Ok(Route::User(hub.clone(), user)));
+        assert_eq!(s.parse(s.node(&node, &app).as_str()), Ok(Route::Node(node.clone(), app.clone())));
+        assert_eq!(s.parse(s.api(&app, ApiOp::Key).as_str()), Ok(Route::Api(app.clone(), ApiOp::Key)));
+        assert_eq!(s.parse(s.config(&app).as_str()), Ok(Route::Config(app.clone())));
         assert!(s.node(&node, &app).matches(&s.node_pattern(&node)));
         assert!(s.config(&app).matches(&s.config_pattern()));
         assert!(!s.config(&app).matches(&s.node_pattern(&node)));
-        for bad in [
-            "",
-            "test",
-            "other.m.app_1._.all",
-            "test.m.app_1._.nope",
-            "test.m.a.b.c.d.e",
-            "test.m.app_1._.g.~ZZ",
-        ] {
+        for bad in
+            ["", "test", "other.m.app_1._.all", "test.m.app_1._.nope", "test.m.a.b.c.d.e", "test.m.app_1._.g.~ZZ"]
+        {
             assert!(s.parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -364,17 +364,11 @@ mod tests {
         assert_eq!(decode(Bytes::new()), Err(DecodeError::Empty));
         let mut future = encode(Body::Message(envelope())).to_vec();
         future[0] = 2;
-        assert_eq!(
-            decode(Bytes::from(future)),
-            Err(DecodeError::UnknownVersion(2))
-        );
+        assert_eq!(decode(Bytes::from(future)), Err(DecodeError::UnknownVersion(2)));
         let whole = encode(Body::Message(envelope()));
         let truncated = whole.slice(..whole.len() - 5);
         assert!(matches!(decode(truncated), Err(DecodeError::Malformed(_))));
-        assert_eq!(
-            decode(Bytes::from_static(&[WIRE_VERSION])),
-            Err(DecodeError::NoBody)
-        );
+        assert_eq!(decode(Bytes::from_static(&[WIRE_VERSION])), Err(DecodeError::NoBody));
         assert!(matches!(
             decode(Bytes::from_static(&[WIRE_VERSION, 0xff, 0xff, 0xff])),
             Err(DecodeError::Malformed(_))

@@ -48,12 +48,8 @@ pub async fn publish_reaches_every_inbox_once(bus: impl Bus) {
     b.subscribe(s.clone(), None).await.expect("subscribe b");
     a.subscribe(marker.clone(), None).await.expect("marker a");
     b.subscribe(marker.clone(), None).await.expect("marker b");
-    bus.publish(s.clone(), Bytes::from_static(b"one"))
-        .await
-        .expect("publish");
-    bus.publish(marker.clone(), Bytes::from_static(b"end"))
-        .await
-        .expect("publish marker");
+    bus.publish(s.clone(), Bytes::from_static(b"one")).await.expect("publish");
+    bus.publish(marker.clone(), Bytes::from_static(b"end")).await.expect("publish marker");
     for inbox in [&mut inbox_a, &mut inbox_b] {
         let first = next(inbox).await;
         assert_eq!((&first.subject, &first.payload[..]), (&s, &b"one"[..]));
@@ -66,10 +62,7 @@ pub async fn publish_reaches_every_inbox_once(bus: impl Bus) {
 pub async fn order_is_kept_per_publisher_and_subject(bus: impl Bus) {
     let (interest, mut inbox) = bus.open_inbox();
     let s = subject("conf.order");
-    interest
-        .subscribe(s.clone(), None)
-        .await
-        .expect("subscribe");
+    interest.subscribe(s.clone(), None).await.expect("subscribe");
     let count = 1000u32;
     let bus = Arc::new(bus);
     let publisher = {
@@ -77,9 +70,7 @@ pub async fn order_is_kept_per_publisher_and_subject(bus: impl Bus) {
         let s = s.clone();
         tokio::spawn(async move {
             for i in 0..count {
-                bus.publish(s.clone(), Bytes::from(i.to_be_bytes().to_vec()))
-                    .await
-                    .expect("publish");
+                bus.publish(s.clone(), Bytes::from(i.to_be_bytes().to_vec())).await.expect("publish");
             }
         })
     };
@@ -96,35 +87,16 @@ pub async fn interest_lifecycle(bus: impl Bus) {
     let (interest, mut inbox) = bus.open_inbox();
     let s = subject("conf.life");
     let marker = subject("conf.life.marker");
-    interest
-        .subscribe(marker.clone(), None)
-        .await
-        .expect("marker");
+    interest.subscribe(marker.clone(), None).await.expect("marker");
 
-    bus.publish(s.clone(), Bytes::from_static(b"before"))
-        .await
-        .expect("publish");
-    bus.publish(marker.clone(), Bytes::from_static(b"m1"))
-        .await
-        .expect("publish");
-    assert_eq!(
-        next(&mut inbox).await.payload,
-        Bytes::from_static(b"m1"),
-        "no delivery before subscribe"
-    );
+    bus.publish(s.clone(), Bytes::from_static(b"before")).await.expect("publish");
+    bus.publish(marker.clone(), Bytes::from_static(b"m1")).await.expect("publish");
+    assert_eq!(next(&mut inbox).await.payload, Bytes::from_static(b"m1"), "no delivery before subscribe");
 
-    let id = interest
-        .subscribe(s.clone(), None)
-        .await
-        .expect("subscribe");
-    bus.publish(s.clone(), Bytes::from_static(b"during"))
-        .await
-        .expect("publish");
+    let id = interest.subscribe(s.clone(), None).await.expect("subscribe");
+    bus.publish(s.clone(), Bytes::from_static(b"during")).await.expect("publish");
     let during = next(&mut inbox).await;
-    assert_eq!(
-        (during.subscription, &during.payload[..]),
-        (id, &b"during"[..])
-    );
+    assert_eq!((during.subscription, &during.payload[..]), (id, &b"during"[..]));
 
     interest.unsubscribe(id);
     // Unsubscribing is fire-and-forget; a subscribe round trip on the marker makes sure
@@ -132,17 +104,9 @@ pub async fn interest_lifecycle(bus: impl Bus) {
     let settle = subject("conf.life.settle");
     let settle_id = interest.subscribe(settle, None).await.expect("settle");
     interest.unsubscribe(settle_id);
-    bus.publish(s.clone(), Bytes::from_static(b"after"))
-        .await
-        .expect("publish");
-    bus.publish(marker.clone(), Bytes::from_static(b"m2"))
-        .await
-        .expect("publish");
-    assert_eq!(
-        next(&mut inbox).await.payload,
-        Bytes::from_static(b"m2"),
-        "no delivery after unsubscribe"
-    );
+    bus.publish(s.clone(), Bytes::from_static(b"after")).await.expect("publish");
+    bus.publish(marker.clone(), Bytes::from_static(b"m2")).await.expect("publish");
+    assert_eq!(next(&mut inbox).await.payload, Bytes::from_static(b"m2"), "no delivery after unsubscribe");
 
     // Unsubscribing twice, or an unknown id, is harmless.
     interest.unsubscribe(id);
@@ -151,44 +115,19 @@ pub async fn interest_lifecycle(bus: impl Bus) {
 /// `*` matches one token, `>` one or more, as in NATS.
 pub async fn patterns_match_nats_rules(bus: impl Bus) {
     let (interest, mut inbox) = bus.open_inbox();
-    let one = interest
-        .subscribe(subject("conf.pat.*.x"), None)
-        .await
-        .expect("subscribe");
-    let many = interest
-        .subscribe(subject("conf.deep.>"), None)
-        .await
-        .expect("subscribe");
+    let one = interest.subscribe(subject("conf.pat.*.x"), None).await.expect("subscribe");
+    let many = interest.subscribe(subject("conf.deep.>"), None).await.expect("subscribe");
     let marker = subject("conf.pat.marker");
-    interest
-        .subscribe(marker.clone(), None)
-        .await
-        .expect("marker");
-    bus.publish(subject("conf.pat.a.x"), Bytes::from_static(b"1"))
-        .await
-        .expect("publish");
-    bus.publish(subject("conf.pat.a.b.x"), Bytes::from_static(b"no"))
-        .await
-        .expect("publish");
-    bus.publish(subject("conf.deep.a.b.c"), Bytes::from_static(b"2"))
-        .await
-        .expect("publish");
-    bus.publish(subject("conf.deep"), Bytes::from_static(b"no"))
-        .await
-        .expect("publish");
-    bus.publish(marker, Bytes::from_static(b"end"))
-        .await
-        .expect("publish");
+    interest.subscribe(marker.clone(), None).await.expect("marker");
+    bus.publish(subject("conf.pat.a.x"), Bytes::from_static(b"1")).await.expect("publish");
+    bus.publish(subject("conf.pat.a.b.x"), Bytes::from_static(b"no")).await.expect("publish");
+    bus.publish(subject("conf.deep.a.b.c"), Bytes::from_static(b"2")).await.expect("publish");
+    bus.publish(subject("conf.deep"), Bytes::from_static(b"no")).await.expect("publish");
+    bus.publish(marker, Bytes::from_static(b"end")).await.expect("publish");
     let d1 = next(&mut inbox).await;
-    assert_eq!(
-        (d1.subscription, d1.subject.as_str()),
-        (one, "conf.pat.a.x")
-    );
+    assert_eq!((d1.subscription, d1.subject.as_str()), (one, "conf.pat.a.x"));
     let d2 = next(&mut inbox).await;
-    assert_eq!(
-        (d2.subscription, d2.subject.as_str()),
-        (many, "conf.deep.a.b.c")
-    );
+    assert_eq!((d2.subscription, d2.subject.as_str()), (many, "conf.deep.a.b.c"));
     assert_eq!(next(&mut inbox).await.payload, Bytes::from_static(b"end"));
 }
 
@@ -198,15 +137,11 @@ pub async fn queue_groups_deliver_to_one_member(bus: impl Bus) {
     let s = subject("conf.queue");
     let (a, mut inbox_a) = bus.open_inbox();
     let (b, mut inbox_b) = bus.open_inbox();
-    a.subscribe(s.clone(), Some(queue.clone()))
-        .await
-        .expect("a");
+    a.subscribe(s.clone(), Some(queue.clone())).await.expect("a");
     b.subscribe(s.clone(), Some(queue)).await.expect("b");
     let count = 200usize;
     for i in 0..count {
-        bus.publish(s.clone(), Bytes::from(i.to_string()))
-            .await
-            .expect("publish");
+        bus.publish(s.clone(), Bytes::from(i.to_string())).await.expect("publish");
     }
     let mut seen = Vec::new();
     while seen.len() < count {
@@ -218,11 +153,7 @@ pub async fn queue_groups_deliver_to_one_member(bus: impl Bus) {
     }
     seen.sort();
     seen.dedup();
-    assert_eq!(
-        seen.len(),
-        count,
-        "each message exactly once across the group"
-    );
+    assert_eq!(seen.len(), count, "each message exactly once across the group");
 }
 
 /// A served subject replies; an unserved one fails with `NoResponders`; a server that does
@@ -230,10 +161,7 @@ pub async fn queue_groups_deliver_to_one_member(bus: impl Bus) {
 pub async fn requests_get_replies_and_typed_errors(bus: impl Bus) {
     let bus = Arc::new(bus);
     let (interest, mut inbox) = bus.open_inbox();
-    interest
-        .subscribe(subject("conf.svc.*"), Some(QueueGroup::new("svc")))
-        .await
-        .expect("serve");
+    interest.subscribe(subject("conf.svc.*"), Some(QueueGroup::new("svc"))).await.expect("serve");
     let server = tokio::spawn(async move {
         while let Some(request) = inbox.recv().await {
             let reply = request.reply.expect("a request carries a reply route");
@@ -243,25 +171,11 @@ pub async fn requests_get_replies_and_typed_errors(bus: impl Bus) {
             // conf.svc.silent: drop the request without answering.
         }
     });
-    let reply = bus
-        .request(
-            subject("conf.svc.echo"),
-            Bytes::from_static(b"ping"),
-            ARRIVAL_DEADLINE,
-        )
-        .await;
+    let reply = bus.request(subject("conf.svc.echo"), Bytes::from_static(b"ping"), ARRIVAL_DEADLINE).await;
     assert_eq!(reply.expect("reply"), Bytes::from_static(b"ping"));
-    let none = bus
-        .request(subject("conf.nobody"), Bytes::new(), ARRIVAL_DEADLINE)
-        .await;
+    let none = bus.request(subject("conf.nobody"), Bytes::new(), ARRIVAL_DEADLINE).await;
     assert!(matches!(none, Err(BusError::NoResponders)), "{none:?}");
-    let silent = bus
-        .request(
-            subject("conf.svc.silent"),
-            Bytes::new(),
-            Duration::from_millis(300),
-        )
-        .await;
+    let silent = bus.request(subject("conf.svc.silent"), Bytes::new(), Duration::from_millis(300)).await;
     assert!(matches!(silent, Err(BusError::Timeout)), "{silent:?}");
     server.abort();
 }
@@ -271,10 +185,7 @@ pub async fn payloads_arrive_byte_for_byte(bus: impl Bus) {
     use signalbox_proto::wire::{self, Body, Envelope, Target};
     let (interest, mut inbox) = bus.open_inbox();
     let s = subject("conf.bytes");
-    interest
-        .subscribe(s.clone(), None)
-        .await
-        .expect("subscribe");
+    interest.subscribe(s.clone(), None).await.expect("subscribe");
     let envelope = Envelope {
         app: "app_x".into(),
         hub: "_".into(),

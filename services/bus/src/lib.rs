@@ -49,12 +49,7 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
     fn publish(&self, subject: Subject, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>>;
 
     /// Sends a request to one server of `subject` and waits up to `timeout` for the reply.
-    fn request(
-        &self,
-        subject: Subject,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Bytes, BusError>>;
+    fn request(&self, subject: Subject, payload: Bytes, timeout: Duration) -> BoxFuture<'_, Result<Bytes, BusError>>;
 
     /// Opens an inbox: subjects subscribed through the returned [`Interest`] are delivered
     /// to the returned [`Inbox`].
@@ -68,11 +63,8 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
 pub trait Interest: Send + Sync + fmt::Debug {
     /// Starts receiving `subject` (a subject or a `*`/`>` pattern). With `queue`, the
     /// subscription joins that queue group. Returns once the subscription is in place.
-    fn subscribe(
-        &self,
-        subject: Subject,
-        queue: Option<QueueGroup>,
-    ) -> BoxFuture<'_, Result<SubscriptionId, BusError>>;
+    fn subscribe(&self, subject: Subject, queue: Option<QueueGroup>)
+    -> BoxFuture<'_, Result<SubscriptionId, BusError>>;
 
     /// Stops receiving a subscription. Messages already in the inbox may still arrive.
     fn unsubscribe(&self, id: SubscriptionId);
@@ -109,10 +101,7 @@ pub struct ReplyTo(ReplyRoute);
 #[derive(Debug)]
 enum ReplyRoute {
     Local(oneshot::Sender<Bytes>),
-    Nats {
-        client: async_nats::Client,
-        subject: async_nats::Subject,
-    },
+    Nats { client: async_nats::Client, subject: async_nats::Subject },
 }
 
 impl ReplyTo {
@@ -123,10 +112,9 @@ impl ReplyTo {
                 let _ = tx.send(payload);
                 Ok(())
             }
-            ReplyRoute::Nats { client, subject } => client
-                .publish(subject, payload)
-                .await
-                .map_err(|e| BusError::Transport(Box::new(e))),
+            ReplyRoute::Nats { client, subject } => {
+                client.publish(subject, payload).await.map_err(|e| BusError::Transport(Box::new(e)))
+            }
         }
     }
 }

@@ -16,8 +16,8 @@ use signalbox_proto::Subject;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BoxFuture, Bus, BusError, Delivery, INBOX_CAPACITY, Inbox, Interest, QueueGroup, ReplyRoute,
-    ReplyTo, SubscriptionId,
+    BoxFuture, Bus, BusError, Delivery, INBOX_CAPACITY, Inbox, Interest, QueueGroup, ReplyRoute, ReplyTo,
+    SubscriptionId,
 };
 
 /// An in-process [`Bus`]. Cheap to clone: clones share one routing table.
@@ -61,11 +61,7 @@ impl LocalBus {
     fn routes_for(&self, subject: &Subject) -> Vec<Route> {
         let table = self.shared.table.read();
         let exact = table.exact.get(subject).into_iter().flatten();
-        let patterns = table
-            .patterns
-            .iter()
-            .filter(|(p, _)| subject.matches(p))
-            .map(|(_, r)| r);
+        let patterns = table.patterns.iter().filter(|(p, _)| subject.matches(p)).map(|(_, r)| r);
         let mut plain = Vec::new();
         let mut queues: Vec<(&QueueGroup, Vec<&Route>)> = Vec::new();
         for route in exact.chain(patterns) {
@@ -103,27 +99,14 @@ impl Bus for LocalBus {
         })
     }
 
-    fn request(
-        &self,
-        subject: Subject,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Bytes, BusError>> {
+    fn request(&self, subject: Subject, payload: Bytes, timeout: Duration) -> BoxFuture<'_, Result<Bytes, BusError>> {
         let route = self.routes_for(&subject).into_iter().next();
         Box::pin(async move {
             let route = route.ok_or(BusError::NoResponders)?;
             let (tx, rx) = oneshot::channel();
-            let delivery = Delivery {
-                subscription: route.id,
-                subject,
-                payload,
-                reply: Some(ReplyTo(ReplyRoute::Local(tx))),
-            };
-            route
-                .sink
-                .send(delivery)
-                .await
-                .map_err(|_| BusError::NoResponders)?;
+            let delivery =
+                Delivery { subscription: route.id, subject, payload, reply: Some(ReplyTo(ReplyRoute::Local(tx))) };
+            route.sink.send(delivery).await.map_err(|_| BusError::NoResponders)?;
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(reply)) => Ok(reply),
                 // The server dropped the request without answering: as NATS would, time out.
@@ -134,13 +117,7 @@ impl Bus for LocalBus {
 
     fn open_inbox(&self) -> (Arc<dyn Interest>, Inbox) {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
-        (
-            Arc::new(LocalInterest {
-                bus: self.clone(),
-                sink: tx,
-            }),
-            Inbox { rx },
-        )
+        (Arc::new(LocalInterest { bus: self.clone(), sink: tx }), Inbox { rx })
     }
 
     fn is_connected(&self) -> bool {
@@ -161,11 +138,7 @@ impl Interest for LocalInterest {
         queue: Option<QueueGroup>,
     ) -> BoxFuture<'_, Result<SubscriptionId, BusError>> {
         let id = SubscriptionId(self.bus.shared.next_id.fetch_add(1, Ordering::Relaxed));
-        let route = Route {
-            id,
-            queue,
-            sink: self.sink.clone(),
-        };
+        let route = Route { id, queue, sink: self.sink.clone() };
         let mut table = self.bus.shared.table.write();
         table.subjects.insert(id, subject.clone());
         if subject.is_pattern() {

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::{
-    BoxFuture, Bus, BusError, Delivery, INBOX_CAPACITY, Inbox, Interest, QueueGroup, ReplyRoute,
-    ReplyTo, SubscriptionId,
+    BoxFuture, Bus, BusError, Delivery, INBOX_CAPACITY, Inbox, Interest, QueueGroup, ReplyRoute, ReplyTo,
+    SubscriptionId,
 };
 
 /// How to reach NATS.
@@ -41,11 +41,7 @@ pub struct NatsConfig {
 
 impl NatsConfig {
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            name: name.into(),
-            ping_interval: Duration::from_secs(10),
-        }
+        Self { url: url.into(), name: name.into(), ping_interval: Duration::from_secs(10) }
     }
 }
 
@@ -81,11 +77,7 @@ impl NatsBus {
             .connect(config.url.as_str())
             .await
             .map_err(|e| BusError::Transport(Box::new(e)))?;
-        Ok(Self {
-            client,
-            next_id: Arc::new(AtomicU64::new(0)),
-            connected,
-        })
+        Ok(Self { client, next_id: Arc::new(AtomicU64::new(0)), connected })
     }
 
     /// Waits until the client is connected, or `timeout` passes.
@@ -104,11 +96,7 @@ impl NatsBus {
     }
 
     fn ensure_connected(&self) -> Result<(), BusError> {
-        if self.is_connected() {
-            Ok(())
-        } else {
-            Err(BusError::Unavailable)
-        }
+        if self.is_connected() { Ok(()) } else { Err(BusError::Unavailable) }
     }
 
     /// Waits until the server has processed every command sent before this call.
@@ -134,11 +122,7 @@ fn log_event(name: &str, event: &Event) {
         }
         Event::SlowConsumer(sid) => {
             metrics::counter!("signalbox_bus_slow_consumer_total").increment(1);
-            tracing::warn!(
-                client = name,
-                sid,
-                "NATS subscription fell behind; messages were dropped"
-            );
+            tracing::warn!(client = name, sid, "NATS subscription fell behind; messages were dropped");
         }
         other => tracing::info!(client = name, event = %other, "NATS event"),
     }
@@ -152,56 +136,36 @@ impl Bus for NatsBus {
     fn publish(&self, subject: Subject, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             self.ensure_connected()?;
-            self.client
-                .publish(to_nats_subject(&subject), payload)
-                .await
-                .map_err(|e| match e.kind() {
-                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => BusError::TooLarge,
-                    async_nats::client::PublishErrorKind::InvalidSubject => {
-                        BusError::InvalidSubject
-                    }
-                    async_nats::client::PublishErrorKind::Send => BusError::Unavailable,
-                })?;
+            self.client.publish(to_nats_subject(&subject), payload).await.map_err(|e| match e.kind() {
+                async_nats::client::PublishErrorKind::MaxPayloadExceeded => BusError::TooLarge,
+                async_nats::client::PublishErrorKind::InvalidSubject => BusError::InvalidSubject,
+                async_nats::client::PublishErrorKind::Send => BusError::Unavailable,
+            })?;
             self.client.flush().await.map_err(|_| BusError::Unavailable)
         })
     }
 
-    fn request(
-        &self,
-        subject: Subject,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Bytes, BusError>> {
+    fn request(&self, subject: Subject, payload: Bytes, timeout: Duration) -> BoxFuture<'_, Result<Bytes, BusError>> {
         Box::pin(async move {
             self.ensure_connected()?;
-            let request = async_nats::Request::new()
-                .payload(payload)
-                .timeout(Some(timeout));
-            let reply = self
-                .client
-                .send_request(to_nats_subject(&subject), request)
-                .await
-                .map_err(|e| {
-                    use async_nats::client::RequestErrorKind as Kind;
-                    match e.kind() {
-                        Kind::NoResponders => BusError::NoResponders,
-                        Kind::TimedOut => BusError::Timeout,
-                        Kind::MaxPayloadExceeded => BusError::TooLarge,
-                        Kind::InvalidSubject => BusError::InvalidSubject,
-                        Kind::Other => BusError::Transport(Box::new(e)),
-                    }
-                })?;
+            let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+            let reply = self.client.send_request(to_nats_subject(&subject), request).await.map_err(|e| {
+                use async_nats::client::RequestErrorKind as Kind;
+                match e.kind() {
+                    Kind::NoResponders => BusError::NoResponders,
+                    Kind::TimedOut => BusError::Timeout,
+                    Kind::MaxPayloadExceeded => BusError::TooLarge,
+                    Kind::InvalidSubject => BusError::InvalidSubject,
+                    Kind::Other => BusError::Transport(Box::new(e)),
+                }
+            })?;
             Ok(reply.payload)
         })
     }
 
     fn open_inbox(&self) -> (Arc<dyn Interest>, Inbox) {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
-        let interest = NatsInterest {
-            bus: self.clone(),
-            sink: tx,
-            tasks: Mutex::new(HashMap::new()),
-        };
+        let interest = NatsInterest { bus: self.clone(), sink: tx, tasks: Mutex::new(HashMap::new()) };
         (Arc::new(interest), Inbox { rx })
     }
 
@@ -242,9 +206,7 @@ impl Interest for NatsInterest {
             };
             let mut subscriber = subscribed.map_err(|e| match e.kind() {
                 async_nats::client::SubscribeErrorKind::InvalidSubject
-                | async_nats::client::SubscribeErrorKind::InvalidQueueName => {
-                    BusError::InvalidSubject
-                }
+                | async_nats::client::SubscribeErrorKind::InvalidQueueName => BusError::InvalidSubject,
                 async_nats::client::SubscribeErrorKind::Other => BusError::Unavailable,
             })?;
             let id = SubscriptionId(self.bus.next_id.fetch_add(1, Ordering::Relaxed));
@@ -255,18 +217,9 @@ impl Interest for NatsInterest {
                     let Ok(subject) = Subject::new(message.subject.as_str()) else {
                         continue;
                     };
-                    let reply = message.reply.map(|reply| {
-                        ReplyTo(ReplyRoute::Nats {
-                            client: client.clone(),
-                            subject: reply,
-                        })
-                    });
-                    let delivery = Delivery {
-                        subscription: id,
-                        subject,
-                        payload: message.payload,
-                        reply,
-                    };
+                    let reply =
+                        message.reply.map(|reply| ReplyTo(ReplyRoute::Nats { client: client.clone(), subject: reply }));
+                    let delivery = Delivery { subscription: id, subject, payload: message.payload, reply };
                     if sink.send(delivery).await.is_err() {
                         break;
                     }

@@ -16,9 +16,7 @@ async fn nats_bus_conforms() {
     let mut buses = Vec::new();
     for _ in 0..7 {
         let bus = NatsBus::connect(&config).await.expect("connect");
-        bus.wait_connected(std::time::Duration::from_secs(10))
-            .await
-            .expect("connected");
+        bus.wait_connected(std::time::Duration::from_secs(10)).await.expect("connected");
         buses.push(bus);
     }
     let buses = std::sync::Mutex::new(buses);

@@ -106,9 +106,7 @@ impl CloseCode {
             | Self::SlowConsumer
             | Self::HeartbeatTimeout
             | Self::ConnectionLimit => ClientAction::Retry,
-            Self::InvalidToken | Self::TokenExpired | Self::KeyRevoked => {
-                ClientAction::Reauthenticate
-            }
+            Self::InvalidToken | Self::TokenExpired | Self::KeyRevoked => ClientAction::Reauthenticate,
         }
     }
 

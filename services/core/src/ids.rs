@@ -24,25 +24,16 @@ pub enum InvalidName {
     #[error("{kind} must not be empty")]
     Empty { kind: &'static str },
     #[error("{kind} is too long: at most {max_chars} characters and {max_bytes} bytes")]
-    TooLong {
-        kind: &'static str,
-        max_chars: usize,
-        max_bytes: usize,
-    },
+    TooLong { kind: &'static str, max_chars: usize, max_bytes: usize },
     #[error("{kind} contains a character that is not allowed ({rule})")]
-    BadCharacter {
-        kind: &'static str,
-        rule: &'static str,
-    },
+    BadCharacter { kind: &'static str, rule: &'static str },
 }
 
 impl InvalidName {
     /// Which kind of name was refused (`"group name"`, `"user id"`, …).
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Empty { kind } | Self::TooLong { kind, .. } | Self::BadCharacter { kind, .. } => {
-                kind
-            }
+            Self::Empty { kind } | Self::TooLong { kind, .. } | Self::BadCharacter { kind, .. } => kind,
         }
     }
 }
@@ -63,20 +54,10 @@ fn check_id(kind: &'static str, s: &str) -> Result<(), InvalidName> {
         return Err(InvalidName::Empty { kind });
     }
     if s.len() > ID_MAX_LEN {
-        return Err(InvalidName::TooLong {
-            kind,
-            max_chars: ID_MAX_LEN,
-            max_bytes: ID_MAX_LEN,
-        });
+        return Err(InvalidName::TooLong { kind, max_chars: ID_MAX_LEN, max_bytes: ID_MAX_LEN });
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(InvalidName::BadCharacter {
-            kind,
-            rule: ID_RULE,
-        });
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(InvalidName::BadCharacter { kind, rule: ID_RULE });
     }
     Ok(())
 }
@@ -87,17 +68,10 @@ fn check_name(kind: &'static str, s: &str) -> Result<(), InvalidName> {
     }
     // 128 characters are at most 512 bytes of UTF-8, so the byte bound needs no check of its own.
     if s.len() > NAME_MAX_BYTES || s.chars().count() > NAME_MAX_CHARS {
-        return Err(InvalidName::TooLong {
-            kind,
-            max_chars: NAME_MAX_CHARS,
-            max_bytes: NAME_MAX_BYTES,
-        });
+        return Err(InvalidName::TooLong { kind, max_chars: NAME_MAX_CHARS, max_bytes: NAME_MAX_BYTES });
     }
     if s.chars().any(char::is_control) {
-        return Err(InvalidName::BadCharacter {
-            kind,
-            rule: NAME_RULE,
-        });
+        return Err(InvalidName::BadCharacter { kind, rule: NAME_RULE });
     }
     Ok(())
 }
@@ -108,19 +82,12 @@ fn check_hub(s: &str) -> Result<(), InvalidName> {
         return Err(InvalidName::Empty { kind: KIND });
     }
     if s.len() > 128 {
-        return Err(InvalidName::TooLong {
-            kind: KIND,
-            max_chars: 128,
-            max_bytes: 128,
-        });
+        return Err(InvalidName::TooLong { kind: KIND, max_chars: 128, max_bytes: 128 });
     }
     let mut bytes = s.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic());
     if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(InvalidName::BadCharacter {
-            kind: KIND,
-            rule: HUB_RULE,
-        });
+        return Err(InvalidName::BadCharacter { kind: KIND, rule: HUB_RULE });
     }
     Ok(())
 }
@@ -253,10 +220,12 @@ const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 /// `len` random characters of [`ID_ALPHABET`] (5 bits of entropy each).
 pub fn random_token(len: usize) -> String {
     let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
-    bytes
-        .iter()
-        .map(|b| ID_ALPHABET[usize::from(b & 31)] as char)
-        .collect()
+    bytes.iter().map(|b| ID_ALPHABET[usize::from(b & 31)] as char).collect()
+}
+
+/// A fresh message id (`msg_` and 100 random bits).
+pub fn message_id() -> String {
+    format!("msg_{}", random_token(20))
 }
 
 impl TenantId {
@@ -329,11 +298,7 @@ impl HubName {
 
     /// Parses either a hub name or the native hub's token, as found in a subject.
     pub fn from_token(s: &str) -> Result<Self, InvalidName> {
-        if s == NATIVE_HUB {
-            Ok(Self::native())
-        } else {
-            Self::new(s)
-        }
+        if s == NATIVE_HUB { Ok(Self::native()) } else { Self::new(s) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -362,10 +327,7 @@ pub struct Scope {
 
 impl Scope {
     pub fn native(app: AppId) -> Self {
-        Self {
-            app,
-            hub: HubName::native(),
-        }
+        Self { app, hub: HubName::native() }
     }
 }
 
@@ -383,34 +345,15 @@ mod tests {
 
     #[test]
     fn names_allow_subject_metacharacters_and_unicode_but_not_controls() {
-        for ok in [
-            "room.1",
-            "a*b",
-            ">",
-            "with space",
-            "Zürich 🚀",
-            &"x".repeat(128),
-        ] {
+        for ok in ["room.1", "a*b", ">", "with space", "Zürich 🚀", &"x".repeat(128)] {
             assert!(GroupName::new(ok).is_ok(), "{ok:?} must be allowed");
         }
-        assert_eq!(
-            GroupName::new(""),
-            Err(InvalidName::Empty { kind: "group name" })
-        );
-        assert!(matches!(
-            GroupName::new("x".repeat(129)),
-            Err(InvalidName::TooLong { .. })
-        ));
+        assert_eq!(GroupName::new(""), Err(InvalidName::Empty { kind: "group name" }));
+        assert!(matches!(GroupName::new("x".repeat(129)), Err(InvalidName::TooLong { .. })));
         // 128 characters of 4 bytes each is the longest name in bytes.
         assert!(GroupName::new("🚀".repeat(128)).is_ok());
-        assert!(matches!(
-            UserId::new("a\nb"),
-            Err(InvalidName::BadCharacter { .. })
-        ));
-        assert!(matches!(
-            UserId::new("a\u{0}b"),
-            Err(InvalidName::BadCharacter { .. })
-        ));
+        assert!(matches!(UserId::new("a\nb"), Err(InvalidName::BadCharacter { .. })));
+        assert!(matches!(UserId::new("a\u{0}b"), Err(InvalidName::BadCharacter { .. })));
     }
 
     #[test]
@@ -431,10 +374,7 @@ mod tests {
 
     #[test]
     fn hubs_are_case_insensitive_and_distinct_from_native() {
-        assert_eq!(
-            HubName::new("Chat").expect("valid"),
-            HubName::new("chat").expect("valid")
-        );
+        assert_eq!(HubName::new("Chat").expect("valid"), HubName::new("chat").expect("valid"));
         assert!(HubName::new("_").is_err());
         assert!(HubName::new("1chat").is_err());
         assert!(HubName::from_token("_").expect("native").is_native());

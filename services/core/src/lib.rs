@@ -1,6 +1,7 @@
 //! Signalbox's shared vocabulary, with no I/O: every other crate speaks in these types.
 //!
 //! # Layout
+//! - [`clock`]: Unix time as the protocol carries it;
 //! - [`ids`]: generated ids (`AppId`, `ConnectionId`, …) and tenant-chosen names
 //!   (`GroupName`, `UserId`, `EventName`), validated once at the boundary;
 //! - [`settings`]: per-app settings, their defaults and hard caps;
@@ -11,6 +12,7 @@
 //!
 //! This crate must not depend on tokio, axum, sqlx, NATS or any other Signalbox crate.
 
+pub mod clock;
 pub mod codes;
 pub mod ids;
 pub mod permission;
@@ -20,8 +22,7 @@ pub mod token;
 
 pub use codes::{ClientAction, CloseCode, ErrorCode};
 pub use ids::{
-    AppId, ConnectionId, EventName, GroupName, HubName, InvalidName, KeyId, NodeId, Scope,
-    TenantId, UserId,
+    AppId, ConnectionId, EventName, GroupName, HubName, InvalidName, KeyId, NodeId, Scope, TenantId, UserId,
 };
 pub use permission::{Action, Permission, Permissions};
 pub use scopes::{KeyScope, KeyScopes};

@@ -38,9 +38,7 @@ pub struct Permission {
 
 /// A permission string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid permission {permission:?}: expected join:PATTERN, leave:PATTERN or publish:PATTERN"
-)]
+#[error("invalid permission {permission:?}: expected join:PATTERN, leave:PATTERN or publish:PATTERN")]
 pub struct InvalidPermission {
     pub permission: String,
 }
@@ -51,21 +49,14 @@ const PATTERN_MAX_BYTES: usize = 1024;
 impl Permission {
     pub fn new(action: Action, pattern: impl Into<String>) -> Result<Self, InvalidPermission> {
         let pattern = pattern.into();
-        if pattern.is_empty()
-            || pattern.len() > PATTERN_MAX_BYTES
-            || pattern.chars().any(char::is_control)
-        {
-            return Err(InvalidPermission {
-                permission: format!("{}:{pattern}", action.as_str()),
-            });
+        if pattern.is_empty() || pattern.len() > PATTERN_MAX_BYTES || pattern.chars().any(char::is_control) {
+            return Err(InvalidPermission { permission: format!("{}:{pattern}", action.as_str()) });
         }
         Ok(Self { action, pattern })
     }
 
     pub fn parse(s: &str) -> Result<Self, InvalidPermission> {
-        let invalid = || InvalidPermission {
-            permission: s.to_owned(),
-        };
+        let invalid = || InvalidPermission { permission: s.to_owned() };
         let (action, pattern) = s.split_once(':').ok_or_else(invalid)?;
         let action = match action {
             "join" => Action::Join,
@@ -116,8 +107,7 @@ impl Permissions {
     /// Whether the connection may do `action` on `group`. Join implies leave.
     pub fn allows(&self, action: Action, group: &GroupName) -> bool {
         self.0.iter().any(|p| {
-            let covers =
-                p.action == action || (action == Action::Leave && p.action == Action::Join);
+            let covers = p.action == action || (action == Action::Leave && p.action == Action::Join);
             covers && p.matches(group)
         })
     }
@@ -184,10 +174,7 @@ mod tests {
             Permission::parse("leave:lobby").expect("valid"),
         ]);
         assert!(perms.allows(Action::Join, &group("room-7")));
-        assert!(
-            perms.allows(Action::Leave, &group("room-7")),
-            "join implies leave"
-        );
+        assert!(perms.allows(Action::Leave, &group("room-7")), "join implies leave");
         assert!(perms.allows(Action::Leave, &group("lobby")));
         assert!(!perms.allows(Action::Join, &group("lobby")));
         assert!(perms.allows(Action::Publish, &group("room-1")));
@@ -200,9 +187,6 @@ mod tests {
         for bad in ["join", "join:", "jump:room", ":room", "join:a\nb"] {
             assert!(Permission::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(
-            Permission::parse("publish:a:b").expect("valid").pattern(),
-            "a:b"
-        );
+        assert_eq!(Permission::parse("publish:a:b").expect("valid").pattern(), "a:b");
     }
 }

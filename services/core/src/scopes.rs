@@ -65,10 +65,7 @@ impl KeyScopes {
         if s.is_empty() {
             return Some(Self(0));
         }
-        s.split(',')
-            .map(KeyScope::parse)
-            .collect::<Option<Vec<_>>>()
-            .map(Self::from_iter)
+        s.split(',').map(KeyScope::parse).collect::<Option<Vec<_>>>().map(Self::from_iter)
     }
 }
 
@@ -99,9 +96,7 @@ impl Serialize for KeyScopes {
 
 impl<'de> Deserialize<'de> for KeyScopes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Vec::<KeyScope>::deserialize(deserializer)?
-            .into_iter()
-            .collect())
+        Ok(Vec::<KeyScope>::deserialize(deserializer)?.into_iter().collect())
     }
 }
 
@@ -117,9 +112,6 @@ mod tests {
         assert_eq!(KeyScopes::parse_list("publish,fly"), None);
         assert!(KeyScopes::all().contains(KeyScope::Tokens));
         assert!(!scopes.contains(KeyScope::Groups));
-        assert_eq!(
-            serde_json::to_value(scopes).expect("json"),
-            serde_json::json!(["publish", "read"])
-        );
+        assert_eq!(serde_json::to_value(scopes).expect("json"), serde_json::json!(["publish", "read"]));
     }
 }

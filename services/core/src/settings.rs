@@ -61,11 +61,7 @@ pub mod caps {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("{field} must be between {min} and {max}")]
-    OutOfRange {
-        field: &'static str,
-        min: u64,
-        max: u64,
-    },
+    OutOfRange { field: &'static str, min: u64, max: u64 },
     #[error("settings are not valid: {0}")]
     Malformed(#[from] serde_json::Error),
 }
@@ -74,31 +70,11 @@ impl AppSettings {
     /// Checks every value against its cap.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let l = &self.limits;
-        check(
-            "limits.max_connections",
-            l.max_connections,
-            caps::MAX_CONNECTIONS,
-        )?;
-        check(
-            "limits.max_message_bytes",
-            l.max_message_bytes,
-            caps::MAX_MESSAGE_BYTES,
-        )?;
-        check(
-            "limits.max_groups_per_connection",
-            l.max_groups_per_connection,
-            caps::MAX_GROUPS_PER_CONNECTION,
-        )?;
-        check(
-            "limits.client_publish_rate",
-            l.client_publish_rate,
-            caps::CLIENT_PUBLISH_RATE,
-        )?;
-        check(
-            "limits.client_publish_burst",
-            l.client_publish_burst,
-            caps::CLIENT_PUBLISH_BURST,
-        )?;
+        check("limits.max_connections", l.max_connections, caps::MAX_CONNECTIONS)?;
+        check("limits.max_message_bytes", l.max_message_bytes, caps::MAX_MESSAGE_BYTES)?;
+        check("limits.max_groups_per_connection", l.max_groups_per_connection, caps::MAX_GROUPS_PER_CONNECTION)?;
+        check("limits.client_publish_rate", l.client_publish_rate, caps::CLIENT_PUBLISH_RATE)?;
+        check("limits.client_publish_burst", l.client_publish_burst, caps::CLIENT_PUBLISH_BURST)?;
         Ok(())
     }
 
@@ -119,11 +95,7 @@ impl AppSettings {
 
 fn check(field: &'static str, value: u32, max: u32) -> Result<(), SettingsError> {
     if value == 0 || value > max {
-        return Err(SettingsError::OutOfRange {
-            field,
-            min: 1,
-            max: u64::from(max),
-        });
+        return Err(SettingsError::OutOfRange { field, min: 1, max: u64::from(max) });
     }
     Ok(())
 }
@@ -164,15 +136,11 @@ mod tests {
     #[test]
     fn merge_patch_changes_only_what_it_names() {
         let s = AppSettings::default();
-        let patched = s
-            .merge_patch(&json!({"limits": {"max_connections": 5}}))
-            .expect("valid");
+        let patched = s.merge_patch(&json!({"limits": {"max_connections": 5}})).expect("valid");
         assert_eq!(patched.limits.max_connections, 5);
         assert_eq!(patched.limits.max_message_bytes, 65536);
         // null resets to the default
-        let reset = patched
-            .merge_patch(&json!({"limits": {"max_connections": null}}))
-            .expect("valid");
+        let reset = patched.merge_patch(&json!({"limits": {"max_connections": null}})).expect("valid");
         assert_eq!(reset.limits.max_connections, 10_000);
     }
 
@@ -181,26 +149,17 @@ mod tests {
         let s = AppSettings::default();
         assert!(matches!(
             s.merge_patch(&json!({"limits": {"max_message_bytes": 2_000_000}})),
-            Err(SettingsError::OutOfRange {
-                field: "limits.max_message_bytes",
-                ..
-            })
+            Err(SettingsError::OutOfRange { field: "limits.max_message_bytes", .. })
         ));
         assert!(matches!(
             s.merge_patch(&json!({"limits": {"max_connections": 0}})),
             Err(SettingsError::OutOfRange { .. })
         ));
-        assert!(matches!(
-            s.merge_patch(&json!({"bogus": 1})),
-            Err(SettingsError::Malformed(_))
-        ));
+        assert!(matches!(s.merge_patch(&json!({"bogus": 1})), Err(SettingsError::Malformed(_))));
         assert!(matches!(
             s.merge_patch(&json!({"limits": {"max_connections": "many"}})),
             Err(SettingsError::Malformed(_))
         ));
-        assert!(matches!(
-            s.merge_patch(&json!({"limits": {"max_connections": -1}})),
-            Err(SettingsError::Malformed(_))
-        ));
+        assert!(matches!(s.merge_patch(&json!({"limits": {"max_connections": -1}})), Err(SettingsError::Malformed(_))));
     }
 }

@@ -3,8 +3,6 @@
 //! Only HS256 is accepted; `none`, any asymmetric algorithm (the classic algorithm-confusion
 //! attack) and any other header value are refused before a signature is even checked.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
@@ -76,6 +74,13 @@ pub enum TokenError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnverifiedHeader {
     pub key_id: KeyId,
+    /// The `app` claim, to know which app to ask about the key.
+    pub app: AppId,
+}
+
+#[derive(Deserialize)]
+struct RawAppClaim {
+    app: String,
 }
 
 /// The header fields we read ourselves: jsonwebtoken refuses `alg: none` as a parse
@@ -89,21 +94,21 @@ struct RawHeader {
 /// Reads the header, refusing any algorithm but HS256.
 pub fn peek(token: &str) -> Result<UnverifiedHeader, TokenError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(header), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
     };
-    let header = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| TokenError::Malformed)?;
+    let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenError::Malformed)?;
     let header: RawHeader = serde_json::from_slice(&header).map_err(|_| TokenError::Malformed)?;
     if header.alg != "HS256" {
         return Err(TokenError::DisallowedAlgorithm);
     }
     let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
     let key_id = KeyId::new(kid).map_err(|_| TokenError::UnknownKey)?;
-    Ok(UnverifiedHeader { key_id })
+    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+    let claim: RawAppClaim =
+        serde_json::from_slice(&payload).map_err(|_| TokenError::InvalidClaims("missing app".into()))?;
+    let app = AppId::new(claim.app).map_err(|_| TokenError::WrongApp)?;
+    Ok(UnverifiedHeader { key_id, app })
 }
 
 /// Verifies signature, algorithm, expiry and app; returns the claims.
@@ -113,21 +118,17 @@ pub fn verify(token: &str, secret: &[u8], app: &AppId) -> Result<ClientClaims, T
     validation.leeway = LEEWAY_SECONDS;
     validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp"]);
-    let data =
-        jsonwebtoken::decode::<ClientClaims>(token, &DecodingKey::from_secret(secret), &validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    TokenError::DisallowedAlgorithm
-                }
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    TokenError::InvalidClaims(format!("missing {claim}"))
-                }
-                ErrorKind::Json(e) => TokenError::InvalidClaims(e.to_string()),
-                _ => TokenError::Malformed,
-            })?;
+    let data = jsonwebtoken::decode::<ClientClaims>(token, &DecodingKey::from_secret(secret), &validation).map_err(
+        |e| match e.kind() {
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::DisallowedAlgorithm,
+            ErrorKind::MissingRequiredClaim(claim) => TokenError::InvalidClaims(format!("missing {claim}")),
+            ErrorKind::Json(e) => TokenError::InvalidClaims(e.to_string()),
+            _ => TokenError::Malformed,
+        },
+    )?;
     if &data.claims.app != app {
         return Err(TokenError::WrongApp);
     }
@@ -142,17 +143,10 @@ pub fn sign(claims: &ClientClaims, key_id: &KeyId, secret: &[u8]) -> String {
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap_or_default()
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::unix_seconds as unix_now;
 
     fn encode_segment(bytes: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(bytes)
@@ -175,7 +169,8 @@ mod tests {
         let app = AppId::generate();
         let kid = KeyId::generate();
         let token = sign(&claims(&app, unix_now() + 60), &kid, b"secret");
-        assert_eq!(peek(&token).expect("header").key_id, kid);
+        let header = peek(&token).expect("header");
+        assert_eq!((header.key_id, header.app), (kid, app.clone()));
         let verified = verify(&token, b"secret", &app).expect("valid");
         assert_eq!(verified.sub.expect("sub").as_str(), "alice");
     }
@@ -186,39 +181,19 @@ mod tests {
         let kid = KeyId::generate();
         let good = sign(&claims(&app, unix_now() + 60), &kid, b"secret");
         assert_eq!(verify(&good, b"other", &app), Err(TokenError::BadSignature));
-        assert_eq!(
-            verify(&good, b"secret", &AppId::generate()),
-            Err(TokenError::WrongApp)
-        );
+        assert_eq!(verify(&good, b"secret", &AppId::generate()), Err(TokenError::WrongApp));
         let expired = sign(&claims(&app, unix_now() - 3600), &kid, b"secret");
         assert_eq!(verify(&expired, b"secret", &app), Err(TokenError::Expired));
-        assert_eq!(
-            verify("garbage", b"secret", &app),
-            Err(TokenError::Malformed)
-        );
+        assert_eq!(verify("garbage", b"secret", &app), Err(TokenError::Malformed));
         assert_eq!(verify("a.b.c", b"secret", &app), Err(TokenError::Malformed));
 
-        let body = encode_segment(
-            serde_json::to_string(&claims(&app, unix_now() + 60))
-                .expect("json")
-                .as_bytes(),
-        );
-        for header in [
-            r#"{"alg":"none","kid":"key_x"}"#,
-            r#"{"alg":"RS256","kid":"key_x"}"#,
-            r#"{"alg":"HS512","kid":"key_x"}"#,
-        ] {
+        let body = encode_segment(serde_json::to_string(&claims(&app, unix_now() + 60)).expect("json").as_bytes());
+        for header in
+            [r#"{"alg":"none","kid":"key_x"}"#, r#"{"alg":"RS256","kid":"key_x"}"#, r#"{"alg":"HS512","kid":"key_x"}"#]
+        {
             let forged = format!("{}.{body}.", encode_segment(header.as_bytes()));
-            assert_eq!(
-                peek(&forged),
-                Err(TokenError::DisallowedAlgorithm),
-                "{header}"
-            );
-            assert_eq!(
-                verify(&forged, b"secret", &app),
-                Err(TokenError::DisallowedAlgorithm),
-                "{header}"
-            );
+            assert_eq!(peek(&forged), Err(TokenError::DisallowedAlgorithm), "{header}");
+            assert_eq!(verify(&forged, b"secret", &app), Err(TokenError::DisallowedAlgorithm), "{header}");
         }
         let no_kid = format!("{}.{body}.sig", encode_segment(br#"{"alg":"HS256"}"#));
         assert_eq!(peek(&no_kid), Err(TokenError::MissingKeyId));
@@ -231,24 +206,14 @@ mod tests {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid.to_string());
         let key = EncodingKey::from_secret(b"s");
-        let bad_perm =
-            serde_json::json!({"exp": unix_now() + 60, "app": app, "permissions": ["fly:*"]});
+        let bad_perm = serde_json::json!({"exp": unix_now() + 60, "app": app, "permissions": ["fly:*"]});
         let token = jsonwebtoken::encode(&header, &bad_perm, &key).expect("encode");
-        assert!(matches!(
-            verify(&token, b"s", &app),
-            Err(TokenError::InvalidClaims(_))
-        ));
+        assert!(matches!(verify(&token, b"s", &app), Err(TokenError::InvalidClaims(_))));
         let bad_group = serde_json::json!({"exp": unix_now() + 60, "app": app, "groups": [""]});
         let token = jsonwebtoken::encode(&header, &bad_group, &key).expect("encode");
-        assert!(matches!(
-            verify(&token, b"s", &app),
-            Err(TokenError::InvalidClaims(_))
-        ));
+        assert!(matches!(verify(&token, b"s", &app), Err(TokenError::InvalidClaims(_))));
         let no_exp = serde_json::json!({"app": app});
         let token = jsonwebtoken::encode(&header, &no_exp, &key).expect("encode");
-        assert!(matches!(
-            verify(&token, b"s", &app),
-            Err(TokenError::InvalidClaims(_))
-        ));
+        assert!(matches!(verify(&token, b"s", &app), Err(TokenError::InvalidClaims(_))));
     }
 }

@@ -25,13 +25,10 @@ fn from_row(row: &AnyRow) -> Result<AppRecord, StoreError> {
     let settings = serde_json::from_str::<serde_json::Value>(&settings)
         .ok()
         .and_then(|v| AppSettings::from_json(v).ok())
-        .ok_or(StoreError::CorruptRow {
-            what: "app settings",
-        })?;
+        .ok_or(StoreError::CorruptRow { what: "app settings" })?;
     Ok(AppRecord {
         id: AppId::new(row.try_get::<String, _>("id")?).map_err(corrupt("app id"))?,
-        tenant_id: TenantId::new(row.try_get::<String, _>("tenant_id")?)
-            .map_err(corrupt("tenant id"))?,
+        tenant_id: TenantId::new(row.try_get::<String, _>("tenant_id")?).map_err(corrupt("tenant id"))?,
         name: row.try_get("name")?,
         settings,
         created_at: row.try_get("created_at")?,
@@ -61,37 +58,20 @@ impl Store {
     }
 
     /// The app, if it exists and belongs to `tenant`.
-    pub async fn app_of_tenant(
-        &self,
-        tenant: &TenantId,
-        app: &AppId,
-    ) -> Result<Option<AppRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM apps WHERE id = $1 AND tenant_id = $2"
-        ));
-        let row = sqlx::query(sql)
-            .bind(app.as_str())
-            .bind(tenant.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn app_of_tenant(&self, tenant: &TenantId, app: &AppId) -> Result<Option<AppRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM apps WHERE id = $1 AND tenant_id = $2"));
+        let row = sqlx::query(sql).bind(app.as_str()).bind(tenant.as_str()).fetch_optional(&self.pool).await?;
         row.as_ref().map(from_row).transpose()
     }
 
     /// The app, whoever owns it: for callers already authenticated for this app (its keys).
     pub async fn app(&self, app: &AppId) -> Result<Option<AppRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM apps WHERE id = $1"));
-        let row = sqlx::query(sql)
-            .bind(app.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sql).bind(app.as_str()).fetch_optional(&self.pool).await?;
         row.as_ref().map(from_row).transpose()
     }
 
-    pub async fn list_apps(
-        &self,
-        tenant: &TenantId,
-        page: &PageRequest,
-    ) -> Result<Page<AppRecord>, StoreError> {
+    pub async fn list_apps(&self, tenant: &TenantId, page: &PageRequest) -> Result<Page<AppRecord>, StoreError> {
         let (after_a, after_b, after_id) = page.bounds();
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM apps WHERE tenant_id = $1 AND (created_at > $2 OR (created_at = $3 AND id > $4)) \
@@ -106,22 +86,20 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         let apps = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(apps, page, |a| Cursor {
-            created_at: a.created_at,
-            id: a.id.to_string(),
-        }))
+        Ok(Page::from_rows(apps, page, |a| Cursor { created_at: a.created_at, id: a.id.to_string() }))
     }
 
     /// Replaces the app's name and settings. Returns false if the tenant has no such app.
     pub async fn update_app(&self, app: &AppRecord) -> Result<bool, StoreError> {
-        let result = sqlx::query("UPDATE apps SET name = $1, settings = $2, updated_at = $3 WHERE id = $4 AND tenant_id = $5")
-            .bind(&app.name)
-            .bind(settings_json(&app.settings))
-            .bind(app.updated_at)
-            .bind(app.id.as_str())
-            .bind(app.tenant_id.as_str())
-            .execute(&self.pool)
-            .await?;
+        let result =
+            sqlx::query("UPDATE apps SET name = $1, settings = $2, updated_at = $3 WHERE id = $4 AND tenant_id = $5")
+                .bind(&app.name)
+                .bind(settings_json(&app.settings))
+                .bind(app.updated_at)
+                .bind(app.id.as_str())
+                .bind(app.tenant_id.as_str())
+                .execute(&self.pool)
+                .await?;
         Ok(result.rows_affected() == 1)
     }
 

@@ -29,11 +29,9 @@ fn from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
     Ok(KeyRecord {
         id: KeyId::new(row.try_get::<String, _>("id")?).map_err(corrupt("key id"))?,
         app_id: AppId::new(row.try_get::<String, _>("app_id")?).map_err(corrupt("app id"))?,
-        tenant_id: TenantId::new(row.try_get::<String, _>("tenant_id")?)
-            .map_err(corrupt("tenant id"))?,
+        tenant_id: TenantId::new(row.try_get::<String, _>("tenant_id")?).map_err(corrupt("tenant id"))?,
         name: row.try_get("name")?,
-        scopes: KeyScopes::parse_list(&scopes)
-            .ok_or(StoreError::CorruptRow { what: "key scopes" })?,
+        scopes: KeyScopes::parse_list(&scopes).ok_or(StoreError::CorruptRow { what: "key scopes" })?,
         secret_sealed: row.try_get("secret_sealed")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
@@ -62,18 +60,11 @@ impl Store {
     /// A key by id, revoked or not.
     pub async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE k.id = $1"));
-        let row = sqlx::query(sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sql).bind(id.as_str()).fetch_optional(&self.pool).await?;
         row.as_ref().map(from_row).transpose()
     }
 
-    pub async fn list_keys(
-        &self,
-        app: &AppId,
-        page: &PageRequest,
-    ) -> Result<Page<KeyRecord>, StoreError> {
+    pub async fn list_keys(&self, app: &AppId, page: &PageRequest) -> Result<Page<KeyRecord>, StoreError> {
         let (after_a, after_b, after_id) = page.bounds();
         let sql = sqlx::AssertSqlSafe(format!(
             "{SELECT} WHERE k.app_id = $1 AND (k.created_at > $2 OR (k.created_at = $3 AND k.id > $4)) \
@@ -88,21 +79,19 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         let keys = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(keys, page, |k| Cursor {
-            created_at: k.created_at,
-            id: k.id.to_string(),
-        }))
+        Ok(Page::from_rows(keys, page, |k| Cursor { created_at: k.created_at, id: k.id.to_string() }))
     }
 
     /// Marks the key revoked. Returns false if the app has no such key; revoking twice
     /// keeps the first revocation time.
     pub async fn revoke_key(&self, app: &AppId, id: &KeyId, now: i64) -> Result<bool, StoreError> {
-        let result = sqlx::query("UPDATE app_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND app_id = $3")
-            .bind(now)
-            .bind(id.as_str())
-            .bind(app.as_str())
-            .execute(&self.pool)
-            .await?;
+        let result =
+            sqlx::query("UPDATE app_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND app_id = $3")
+                .bind(now)
+                .bind(id.as_str())
+                .bind(app.as_str())
+                .execute(&self.pool)
+                .await?;
         Ok(result.rows_affected() == 1)
     }
 }

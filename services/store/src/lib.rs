@@ -82,15 +82,11 @@ impl Store {
         } else if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
             let separator = if path.contains('?') { '&' } else { '?' };
-            (
-                Backend::Sqlite,
-                format!("sqlite://{path}{separator}mode=rwc"),
-            )
+            (Backend::Sqlite, format!("sqlite://{path}{separator}mode=rwc"))
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        let options =
-            AnyConnectOptions::from_str(&url)?.log_statements(tracing::log::LevelFilter::Trace);
+        let options = AnyConnectOptions::from_str(&url)?.log_statements(tracing::log::LevelFilter::Trace);
         let pool = AnyPoolOptions::new()
             // SQLite serialises writers anyway; a few connections serve concurrent reads.
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
@@ -99,9 +95,7 @@ impl Store {
             .await?;
         if backend == Backend::Sqlite {
             // WAL lets readers proceed while one writer commits.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
         Ok(Self { pool, backend })
     }

@@ -45,11 +45,7 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Builds a page from up to `limit + 1` rows: the extra row only says there is more.
-    pub(crate) fn from_rows(
-        mut rows: Vec<T>,
-        request: &PageRequest,
-        position: impl Fn(&T) -> Cursor,
-    ) -> Self {
+    pub(crate) fn from_rows(mut rows: Vec<T>, request: &PageRequest, position: impl Fn(&T) -> Cursor) -> Self {
         let limit = usize::try_from(request.clamped_limit()).unwrap_or(usize::MAX);
         let next = if rows.len() > limit {
             rows.truncate(limit);

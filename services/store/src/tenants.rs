@@ -23,29 +23,20 @@ fn from_row(row: &AnyRow) -> Result<TenantRecord, StoreError> {
 
 impl Store {
     /// Stores a tenant with the hash of its token.
-    pub async fn create_tenant(
-        &self,
-        tenant: &TenantRecord,
-        token_hash: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO tenants (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(tenant.id.as_str())
-        .bind(&tenant.name)
-        .bind(token_hash)
-        .bind(tenant.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_write)?;
+    pub async fn create_tenant(&self, tenant: &TenantRecord, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tenants (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.id.as_str())
+            .bind(&tenant.name)
+            .bind(token_hash)
+            .bind(tenant.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_write)?;
         Ok(())
     }
 
     /// The tenant whose token hashes to `token_hash`.
-    pub async fn tenant_by_token_hash(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<TenantRecord>, StoreError> {
+    pub async fn tenant_by_token_hash(&self, token_hash: &str) -> Result<Option<TenantRecord>, StoreError> {
         let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&self.pool)

@@ -81,12 +81,10 @@ impl Store {
 
     /// Deletes expired memberships; returns how many.
     pub async fn purge_expired_user_groups(&self, now: i64) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "DELETE FROM user_groups WHERE expires_at IS NOT NULL AND expires_at <= $1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query("DELETE FROM user_groups WHERE expires_at IS NOT NULL AND expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected())
     }
 }

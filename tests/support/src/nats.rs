@@ -57,14 +57,7 @@ impl NatsServer {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let child = Command::new(&self.binary)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-m",
-                &self.monitor_port.to_string(),
-            ])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()])
             .arg("-js")
             .arg("-sd")
             .arg(self.store.path())
@@ -75,10 +68,7 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
         while !self.healthy() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not become healthy in {START_DEADLINE:?}"
-            );
+            assert!(Instant::now() < deadline, "nats-server did not become healthy in {START_DEADLINE:?}");
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
@@ -115,8 +105,7 @@ fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("SIGNALBOX_NATS_SERVER") {
         return PathBuf::from(path);
     }
-    let installed =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/nats/bin/nats-server");
+    let installed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/nats/bin/nats-server");
     if installed.exists() {
         return installed;
     }

@@ -1,0 +1,20 @@
+//! Signalbox for Rust.
+//!
+//! - [`server`]: the REST API — tenants, apps, keys, tokens, publishing, groups and
+//!   connections — for a tenant's backend (or an operator);
+//! - [`token`]: signing client tokens locally, without a REST call;
+//! - [`realtime`]: a client connection: join, leave, publish, receive.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use signalbox_sdk::server::{Client, Message};
+//! let backend = Client::new("http://127.0.0.1:8080", "key_…​.secret")?;
+//! backend.send_to_group("app_…", "room-1", &Message::new("chat", serde_json::json!({"text": "hi"}))).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod realtime;
+pub mod server;
+pub mod token;
+
+pub use signalbox_core::{ClientAction, CloseCode, ErrorCode};

@@ -1,0 +1,202 @@
+//! Signalbox's api: the REST API (management and data plane) with its OpenAPI document,
+//! and the answers edges ask for over the routing plane (keys, settings, user groups).
+//!
+//! # Layout
+//! - [`Api`] (this file): construction, the router, readiness, control requests to edges;
+//! - `routes`: one module per REST resource, each handler with its OpenAPI description;
+//! - `auth`: operator, tenant and app-key extractors;
+//! - `error`: the one place errors become problem+json (and the middleware that logs them);
+//! - `cache`: keys and apps cached for the data plane, invalidated by announcements;
+//! - `crypto`: the master key (sealed key secrets) and token hashing;
+//! - `bus_serve`: answering edges, and hearing other api nodes' announcements.
+//!
+//! The api never imports the edge: they meet through `signalbox-proto` and the Bus.
+
+mod auth;
+mod bus_serve;
+mod cache;
+pub mod crypto;
+pub mod error;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use signalbox_bus::{Bus, BusError, QueueGroup};
+use signalbox_core::{AppId, ConnectionId, ErrorCode, Scope, UserId};
+use signalbox_proto::Subjects;
+use signalbox_proto::wire::{
+    self, Body, ConfigChange, ConfigChangeKind, ConnectionInfo, Control, ControlOp, ControlReply, ControlStatus,
+};
+use signalbox_store::Store;
+use tokio::task::JoinHandle;
+use utoipa_swagger_ui::SwaggerUi;
+
+use cache::Cache;
+pub use crypto::MasterKey;
+use error::ApiError;
+
+/// The queue group api nodes answer edge requests in: each request goes to one api node.
+const API_QUEUE: &str = "signalbox-api";
+/// Largest request body: a message at the 1 MiB cap plus its JSON envelope.
+const MAX_BODY_BYTES: usize = 1024 * 1024 + 16 * 1024;
+
+/// How the api runs.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub subjects: Subjects,
+    /// The platform operator's token.
+    pub admin_token: String,
+    pub master_key: MasterKey,
+    /// Timeout of requests to edges (connection info, joins, closes).
+    pub request_timeout: Duration,
+    /// How long keys and apps stay cached without an announcement.
+    pub cache_ttl: Duration,
+}
+
+impl ApiConfig {
+    pub fn new(subjects: Subjects, admin_token: String, master_key: MasterKey) -> Self {
+        Self {
+            subjects,
+            admin_token,
+            master_key,
+            request_timeout: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Debug)]
+pub(crate) struct ApiState {
+    pub(crate) store: Store,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) subjects: Subjects,
+    pub(crate) admin_token: String,
+    pub(crate) master_key: MasterKey,
+    pub(crate) request_timeout: Duration,
+    pub(crate) cache: Cache,
+}
+
+/// The api of one node.
+#[derive(Debug, Clone)]
+pub struct Api {
+    state: Arc<ApiState>,
+}
+
+impl Api {
+    pub fn new(config: ApiConfig, store: Store, bus: Arc<dyn Bus>) -> Self {
+        let state = ApiState {
+            store,
+            bus,
+            subjects: config.subjects,
+            admin_token: config.admin_token,
+            master_key: config.master_key,
+            request_timeout: config.request_timeout,
+            cache: Cache::new(config.cache_ttl),
+        };
+        Self { state: Arc::new(state) }
+    }
+
+    /// The REST API, `/openapi.json` and `/docs`. Unknown routes get a problem+json 404.
+    pub fn router(&self) -> Router {
+        let (router, openapi) = routes::router().split_for_parts();
+        router
+            .with_state(Arc::clone(&self.state))
+            .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+            .method_not_allowed_fallback(error::method_not_allowed)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn(error::log_errors))
+    }
+
+    /// The OpenAPI document (also served at `/openapi.json`).
+    pub fn openapi() -> utoipa::openapi::OpenApi {
+        routes::router().split_for_parts().1
+    }
+
+    /// Starts answering edges over the bus; returns the task doing it.
+    pub async fn serve_bus(&self) -> Result<JoinHandle<()>, BusError> {
+        let bus = &self.state.bus;
+        let subjects = &self.state.subjects;
+        let (interest, inbox) = bus.open_inbox();
+        interest.subscribe(subjects.api_pattern(), Some(QueueGroup::new(API_QUEUE))).await?;
+        interest.subscribe(subjects.config_pattern(), None).await?;
+        let state = Arc::clone(&self.state);
+        Ok(tokio::spawn(async move {
+            // The interest lives as long as the task: dropping it would end the subscriptions.
+            let _interest = interest;
+            bus_serve::run(state, inbox).await;
+        }))
+    }
+
+    /// Ready: the store answers and the routing plane is connected.
+    pub async fn is_ready(&self) -> bool {
+        self.state.bus.is_connected() && self.state.store.ping().await.is_ok()
+    }
+}
+
+impl ApiState {
+    /// Tells every edge and api node that something they cache changed. A failure is logged,
+    /// not returned: the change is stored, and caches expire on their own.
+    pub(crate) async fn announce(&self, app: &AppId, kind: ConfigChangeKind) {
+        let change = ConfigChange { app: app.to_string(), kind: Some(kind) };
+        if let Err(err) = self.bus.publish(self.subjects.config(app), wire::encode(Body::ConfigChange(change))).await {
+            tracing::warn!(app = %app, error = %err, "could not announce a config change; caches will expire");
+        }
+    }
+
+    /// Sends a control operation to the node holding `connection` and waits for its answer.
+    /// Returns the connection's info for queries.
+    pub(crate) async fn control_connection(
+        &self,
+        app: &AppId,
+        connection: &ConnectionId,
+        op: ControlOp,
+    ) -> Result<Option<ConnectionInfo>, ApiError> {
+        let node = connection.node().ok_or(ApiError::NotFound("connection"))?;
+        let control = Control {
+            app: app.to_string(),
+            hub: signalbox_core::HubName::native().to_string(),
+            connection: connection.to_string(),
+            user: String::new(),
+            op: Some(op),
+        };
+        let subject = self.subjects.node(&node, app);
+        let reply = match self.bus.request(subject, wire::encode(Body::Control(control)), self.request_timeout).await {
+            Ok(reply) => reply,
+            // No node answers for this id: it is gone, and so is the connection.
+            Err(BusError::NoResponders) => return Err(ApiError::NotFound("connection")),
+            Err(err) => return Err(ApiError::Unavailable(err)),
+        };
+        let Ok(Body::ControlReply(ControlReply { status, info, error_code, error_message })) = wire::decode(reply)
+        else {
+            return Err(ApiError::Internal("an edge sent an unreadable reply"));
+        };
+        match ControlStatus::try_from(status) {
+            Ok(ControlStatus::Done) => Ok(info),
+            Ok(ControlStatus::NotFound) => Err(ApiError::NotFound("connection")),
+            Ok(ControlStatus::Refused) if error_code == ErrorCode::TooManyGroups.as_str() => {
+                Err(ApiError::Refused { code: ErrorCode::TooManyGroups, detail: error_message })
+            }
+            Ok(ControlStatus::Refused) if error_code == ErrorCode::Unavailable.as_str() => {
+                Err(ApiError::Unavailable(BusError::Unavailable))
+            }
+            _ => Err(ApiError::Internal("an edge refused a control operation")),
+        }
+    }
+
+    /// Sends a control operation to every connection of a user, on every node.
+    pub(crate) async fn control_user(&self, scope: &Scope, user: &UserId, op: ControlOp) -> Result<(), ApiError> {
+        let control = Control {
+            app: scope.app.to_string(),
+            hub: scope.hub.to_string(),
+            connection: String::new(),
+            user: user.to_string(),
+            op: Some(op),
+        };
+        self.bus.publish(self.subjects.user(scope, user), wire::encode(Body::Control(control))).await?;
+        Ok(())
+    }
+}

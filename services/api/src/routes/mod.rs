@@ -1,0 +1,195 @@
+//! The REST routes, one module per resource, and the OpenAPI document generated from them.
+
+mod apps;
+mod connections;
+mod groups;
+mod keys;
+mod messages;
+mod tenants;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use signalbox_core::{AppId, ConnectionId, GroupName, UserId};
+use signalbox_store::{Cursor, PageRequest};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::ApiState;
+use crate::error::{ApiError, Problem};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Signalbox REST API",
+        description = "Manage tenants, apps and keys; mint client tokens; publish to all, a user, a group or a \
+                       connection; manage groups and connections. Errors are RFC 9457 problem+json.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&SecuritySchemes),
+    components(schemas(Problem)),
+    tags(
+        (name = "tenants", description = "Customer accounts (operator)"),
+        (name = "apps", description = "Apps and their settings (tenant)"),
+        (name = "keys", description = "App keys (tenant)"),
+        (name = "tokens", description = "Client tokens"),
+        (name = "messages", description = "Publishing (app key)"),
+        (name = "groups", description = "Group membership (app key)"),
+        (name = "connections", description = "Connections (app key)"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(description)).build(),
+            )
+        };
+        components.add_security_scheme("operator", bearer("The platform operator token (SIGNALBOX_ADMIN_TOKEN)."));
+        components.add_security_scheme("tenant", bearer("A tenant's management token (sbt_…)."));
+        components.add_security_scheme("app_key", bearer("An app key: `{key_id}.{secret}`."));
+    }
+}
+
+/// Every route with its OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tenants::create_tenant))
+        .routes(routes!(apps::create_app, apps::list_apps))
+        .routes(routes!(apps::get_app, apps::update_app, apps::delete_app))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(tokens::mint_token))
+        .routes(routes!(messages::broadcast))
+        .routes(routes!(messages::to_user))
+        .routes(routes!(messages::to_group))
+        .routes(routes!(messages::to_connection))
+        .routes(routes!(groups::add_connection, groups::remove_connection))
+        .routes(routes!(groups::add_user, groups::remove_user))
+        .routes(routes!(connections::get_connection, connections::close_connection))
+        .routes(routes!(connections::close_user_connections))
+}
+
+/// A JSON body whose rejections are problem+json.
+#[derive(Debug)]
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::BytesRejection(e)) if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge { size: 0, limit: 0 })
+            }
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
+}
+
+/// An optional JSON body: empty means the type's default.
+pub(crate) fn optional_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidBody(e.to_string()),
+        _ => ApiError::MalformedJson(e.to_string()),
+    })
+}
+
+/// Query parameters whose rejections are problem+json.
+#[derive(Debug)]
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Path parameters whose rejections are problem+json.
+#[derive(Debug)]
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// An app id from a path: one that cannot exist is simply not found.
+pub(crate) fn app_id(raw: &str) -> Result<AppId, ApiError> {
+    AppId::new(raw).map_err(|_| ApiError::NotFound("app"))
+}
+
+pub(crate) fn connection_id(raw: &str) -> Result<ConnectionId, ApiError> {
+    ConnectionId::new(raw).ok().filter(|c| c.node().is_some()).ok_or(ApiError::NotFound("connection"))
+}
+
+pub(crate) fn group_name(raw: &str) -> Result<GroupName, ApiError> {
+    Ok(GroupName::new(raw)?)
+}
+
+pub(crate) fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    Ok(UserId::new(raw)?)
+}
+
+/// `?limit=&cursor=` on list calls.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Items per page (1-200, default 50).
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub(crate) fn request(&self) -> Result<PageRequest, ApiError> {
+        let after = self.cursor.as_deref().map(decode_cursor).transpose()?;
+        Ok(PageRequest { limit: self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), after })
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Page<T> {
+    pub(crate) items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) next_cursor: Option<String>,
+}
+
+pub(crate) fn encode_cursor(cursor: &Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", cursor.created_at, cursor.id))
+}
+
+fn decode_cursor(raw: &str) -> Result<Cursor, ApiError> {
+    let invalid = || ApiError::InvalidQuery("cursor is not one this API returned".into());
+    let decoded = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+    let (created_at, id) = decoded.split_once(':').ok_or_else(invalid)?;
+    Ok(Cursor { created_at: created_at.parse().map_err(|_| invalid())?, id: id.to_owned() })
+}

@@ -1,0 +1,103 @@
+//! A connection as the hub sees it: the shared handle fan-out pushes into, whatever the
+//! protocol and transport behind it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use signalbox_core::{AppSettings, ConnectionId, GroupName, KeyId, Scope, UserId};
+
+use crate::outbox::{CloseRequest, Outbox, Pushed};
+use crate::ws::codec;
+
+/// A node-local number for a connection: cheaper to hash and compare than its id.
+pub(crate) type ConnKey = u64;
+
+/// How outbound frames are encoded for a connection: the protocol's message encoding plus
+/// the transport's framing. Fan-out encodes a message once per format present among the
+/// recipients and shares the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum WireFormat {
+    /// `signalbox.json.v1` in WebSocket text frames.
+    NativeJsonWebSocket,
+}
+
+impl WireFormat {
+    pub(crate) const COUNT: usize = 1;
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::NativeJsonWebSocket => 0,
+        }
+    }
+
+    /// Wraps one protocol payload in this format's transport framing.
+    pub(crate) fn frame(self, payload: &[u8]) -> Bytes {
+        match self {
+            Self::NativeJsonWebSocket => codec::text_frame(payload),
+        }
+    }
+
+    pub(crate) fn protocol(self) -> &'static str {
+        match self {
+            Self::NativeJsonWebSocket => signalbox_proto::native::SUBPROTOCOL,
+        }
+    }
+
+    pub(crate) fn transport(self) -> &'static str {
+        match self {
+            Self::NativeJsonWebSocket => "websocket",
+        }
+    }
+}
+
+/// One client connection on this node.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) key: ConnKey,
+    pub(crate) id: ConnectionId,
+    pub(crate) scope: Scope,
+    pub(crate) user: Option<UserId>,
+    /// The app key that signed the connection's token: revoking it closes the connection.
+    pub(crate) key_id: KeyId,
+    pub(crate) format: WireFormat,
+    /// The app's settings when the connection opened (its limits apply for its lifetime).
+    pub(crate) settings: Arc<AppSettings>,
+    /// Seconds since the Unix epoch.
+    pub(crate) connected_at: u64,
+    pub(crate) outbox: Outbox,
+    /// The groups the connection is in. A mutex because the session (client joins) and
+    /// control messages (REST joins) both change it; held while the hub updates the
+    /// group's members, so membership and this list never disagree.
+    pub(crate) groups: Mutex<Groups>,
+    /// When the last frame arrived, in seconds of the hub's clock (read by the sweeper).
+    pub(crate) last_seen: AtomicU32,
+}
+
+/// The group list of a connection plus whether it has left the hub.
+#[derive(Debug, Default)]
+pub(crate) struct Groups {
+    pub(crate) names: Vec<GroupName>,
+    /// Set once the connection started leaving the hub: no join may succeed after.
+    pub(crate) detached: bool,
+}
+
+impl Conn {
+    /// Frames and queues one protocol payload for this connection alone.
+    pub(crate) fn send(&self, payload: &[u8]) -> Pushed {
+        self.outbox.push(self.format.frame(payload))
+    }
+
+    pub(crate) fn close(&self, request: CloseRequest) {
+        self.outbox.close(request);
+    }
+
+    pub(crate) fn touch(&self, now: u32) {
+        self.last_seen.store(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn group_names(&self) -> Vec<GroupName> {
+        self.groups.lock().names.clone()
+    }
+}

@@ -1,0 +1,164 @@
+//! What an edge knows about apps without a database: keys and settings, asked of the api
+//! over the routing plane and cached until the api announces a change or the entry ages out.
+//!
+//! Concurrent lookups of one key share one request, so a reconnect storm of ten thousand
+//! clients with the same key costs the api one query. Failures to reach the api are never
+//! cached; "no such key" is cached briefly so garbage tokens cannot hammer the api.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use signalbox_bus::{Bus, BusError};
+use signalbox_core::{AppId, AppSettings, GroupName, HubName, KeyId, UserId};
+use signalbox_proto::wire::{self, ApiAnswer, ApiFailureKind, ApiQuery, ApiReply, ApiRequest, Body, UserGroupsQuery};
+use signalbox_proto::{ApiOp, Subjects};
+use tokio::sync::OnceCell;
+
+/// How long "no such key" is remembered.
+const NOT_FOUND_TTL: Duration = Duration::from_secs(5);
+
+/// A key as an edge needs it.
+#[derive(Debug)]
+pub(crate) struct KeyEntry {
+    pub(crate) app: AppId,
+    pub(crate) secret: Vec<u8>,
+    pub(crate) revoked: bool,
+    pub(crate) settings: Arc<AppSettings>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum LookupError {
+    #[error("not found")]
+    NotFound,
+    #[error("the api is unavailable")]
+    Unavailable,
+}
+
+type Lookup = Result<Arc<KeyEntry>, LookupError>;
+
+#[derive(Debug)]
+struct Slot {
+    created: Instant,
+    app: AppId,
+    result: OnceCell<Lookup>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Directory {
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    ttl: Duration,
+    timeout: Duration,
+    /// Held only to find, insert or drop one slot; lookups wait on the slot, not the map.
+    slots: Mutex<HashMap<KeyId, Arc<Slot>>>,
+}
+
+impl Directory {
+    pub(crate) fn new(bus: Arc<dyn Bus>, subjects: Subjects, ttl: Duration, timeout: Duration) -> Self {
+        Self { bus, subjects, ttl, timeout, slots: Mutex::default() }
+    }
+
+    fn fresh(&self, slot: &Slot) -> bool {
+        match slot.result.get() {
+            None => true,
+            Some(Ok(_)) => slot.created.elapsed() < self.ttl,
+            Some(Err(LookupError::NotFound)) => slot.created.elapsed() < NOT_FOUND_TTL,
+            Some(Err(LookupError::Unavailable)) => false,
+        }
+    }
+
+    /// The key `key` of `app` (the app comes from the unverified token and only chooses
+    /// whom to ask: a key of another app is "not found").
+    pub(crate) async fn key(&self, app: &AppId, key: &KeyId) -> Lookup {
+        let slot = {
+            let mut slots = self.slots.lock();
+            match slots.get(key) {
+                Some(slot) if &slot.app == app && self.fresh(slot) => Arc::clone(slot),
+                _ => {
+                    let slot = Arc::new(Slot { created: Instant::now(), app: app.clone(), result: OnceCell::new() });
+                    slots.insert(key.clone(), Arc::clone(&slot));
+                    slot
+                }
+            }
+        };
+        let result = slot.result.get_or_init(|| self.fetch_key(app, key)).await.clone();
+        if matches!(result, Err(LookupError::Unavailable)) {
+            let mut slots = self.slots.lock();
+            if slots.get(key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                slots.remove(key);
+            }
+        }
+        result
+    }
+
+    async fn ask(&self, app: &AppId, op: ApiOp, query: ApiQuery) -> Result<ApiAnswer, LookupError> {
+        let request = wire::encode(Body::ApiRequest(ApiRequest { app: app.to_string(), query: Some(query) }));
+        let reply = self.bus.request(self.subjects.api(app, op), request, self.timeout).await.map_err(|err| {
+            if !matches!(err, BusError::NoResponders) {
+                tracing::warn!(app = %app, error = %err, "api request failed");
+            }
+            LookupError::Unavailable
+        })?;
+        match wire::decode(reply) {
+            Ok(Body::ApiReply(ApiReply { answer: Some(ApiAnswer::Error(failure)) })) => {
+                if failure.kind == ApiFailureKind::NotFound as i32 {
+                    Err(LookupError::NotFound)
+                } else {
+                    Err(LookupError::Unavailable)
+                }
+            }
+            Ok(Body::ApiReply(ApiReply { answer: Some(answer) })) => Ok(answer),
+            Ok(_) | Err(_) => {
+                metrics::counter!("signalbox_bus_bad_packets_total", "kind" => "api_reply").increment(1);
+                tracing::warn!(app = %app, "unreadable api reply");
+                Err(LookupError::Unavailable)
+            }
+        }
+    }
+
+    async fn fetch_key(&self, app: &AppId, key: &KeyId) -> Lookup {
+        let ApiAnswer::Key(info) = self.ask(app, ApiOp::Key, ApiQuery::Key(key.to_string())).await? else {
+            return Err(LookupError::Unavailable);
+        };
+        let settings = serde_json::from_str(&info.settings_json).ok().and_then(|v| AppSettings::from_json(v).ok());
+        let (Ok(key_app), Some(settings)) = (AppId::new(&info.app), settings) else {
+            tracing::warn!(app = %app, key = %key, "api sent an invalid key record");
+            return Err(LookupError::Unavailable);
+        };
+        if &key_app != app {
+            return Err(LookupError::NotFound);
+        }
+        Ok(Arc::new(KeyEntry {
+            app: key_app,
+            secret: info.secret,
+            revoked: info.revoked,
+            settings: Arc::new(settings),
+        }))
+    }
+
+    /// The groups a user was added to through the REST API (not cached: they change).
+    pub(crate) async fn user_groups(
+        &self,
+        app: &AppId,
+        hub: &HubName,
+        user: &UserId,
+    ) -> Result<Vec<GroupName>, LookupError> {
+        let query = ApiQuery::UserGroups(UserGroupsQuery { hub: hub.to_string(), user: user.to_string() });
+        let ApiAnswer::UserGroups(list) = self.ask(app, ApiOp::UserGroups, query).await? else {
+            return Err(LookupError::Unavailable);
+        };
+        Ok(list.groups.iter().filter_map(|g| GroupName::new(g).ok()).collect())
+    }
+
+    /// Forgets one key.
+    pub(crate) fn forget_key(&self, key: &KeyId) {
+        self.slots.lock().remove(key);
+    }
+
+    /// Forgets every key of an app (its settings changed, or it was deleted).
+    pub(crate) fn forget_app(&self, app: &AppId) {
+        self.slots.lock().retain(|_, slot| &slot.app != app);
+    }
+}

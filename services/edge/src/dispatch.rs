@@ -1,0 +1,100 @@
+//! Dispatchers: each drains one inbox of the routing plane and routes what arrives — a
+//! message to its target's members, a control operation to its connections, a config
+//! change to the directory.
+//!
+//! A packet that cannot be read or routed is counted, logged (the first time for each kind,
+//! then sparingly) and dropped; the dispatcher carries on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use signalbox_bus::{Delivery, Inbox};
+use signalbox_proto::Route;
+use signalbox_proto::wire::{self, Body, Target as EnvelopeTarget};
+
+use crate::EdgeState;
+use crate::control;
+use crate::hub::TargetKind;
+
+/// Deliveries taken from an inbox per wake-up.
+const BATCH: usize = 128;
+
+pub(crate) async fn run(edge: Arc<EdgeState>, mut inbox: Inbox) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while inbox.recv_many(&mut batch, BATCH).await > 0 {
+        for delivery in batch.drain(..) {
+            dispatch(&edge, delivery);
+        }
+    }
+}
+
+/// Counts of dropped packets, to log the first of each kind and then one in 10 000.
+#[derive(Debug, Default)]
+pub(crate) struct DropCounters {
+    undecodable: AtomicU64,
+    unroutable: AtomicU64,
+    foreign: AtomicU64,
+}
+
+fn dropped(counter: &AtomicU64, kind: &'static str, subject: &str, detail: &dyn std::fmt::Display) {
+    metrics::counter!("signalbox_bus_dropped_packets_total", "kind" => kind).increment(1);
+    let seen = counter.fetch_add(1, Ordering::Relaxed);
+    if seen.is_multiple_of(10_000) {
+        tracing::warn!(subject, kind, detail = %detail, dropped_so_far = seen + 1, "dropping a packet from the routing plane");
+    }
+}
+
+fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
+    let Delivery { subject, payload, reply, .. } = delivery;
+    let body = match wire::decode(payload) {
+        Ok(body) => body,
+        Err(err) => return dropped(&edge.drops.undecodable, err.label(), subject.as_str(), &err),
+    };
+    if let Some(target) = edge.hub.target(&subject) {
+        match body {
+            Body::Message(envelope) if envelope.app == target.scope.app.as_str() => {
+                edge.hub.fan_out(&target, &envelope);
+            }
+            Body::Control(op) if matches!(target.kind, TargetKind::User(_)) && op.app == target.scope.app.as_str() => {
+                tokio::spawn(control::apply_to_user(Arc::clone(edge), target, op));
+            }
+            _ => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+        }
+        return;
+    }
+    match edge.hub.config.subjects.parse(subject.as_str()) {
+        Ok(Route::Node(node, app)) if node == edge.hub.config.node => match body {
+            Body::Message(envelope) if envelope.app == app.as_str() => {
+                let Some(EnvelopeTarget::Connection(id)) = &envelope.target else {
+                    return dropped(
+                        &edge.drops.foreign,
+                        "mismatch",
+                        subject.as_str(),
+                        &"node message without a connection",
+                    );
+                };
+                match edge.hub.connection(id) {
+                    Some(conn) if conn.scope.app == app => {
+                        edge.hub.deliver_to(&conn, &envelope);
+                    }
+                    // Gone since the api routed it: at-most-once, nothing to do.
+                    _ => {}
+                }
+            }
+            Body::Control(op) if op.app == app.as_str() => {
+                tokio::spawn(control::apply_to_connection(Arc::clone(edge), app, op, reply));
+            }
+            _ => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+        },
+        Ok(Route::Config(app)) => match body {
+            Body::ConfigChange(change) if change.app == app.as_str() => control::apply_config(edge, &app, change),
+            _ => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+        },
+        // A message for a target retired a moment ago: expected, not worth a log line.
+        Ok(Route::Group(..) | Route::User(..) | Route::All(..)) => {
+            metrics::counter!("signalbox_bus_dropped_packets_total", "kind" => "no_target").increment(1);
+        }
+        Ok(route) => dropped(&edge.drops.unroutable, "unroutable", subject.as_str(), &format!("{route:?}")),
+        Err(err) => dropped(&edge.drops.unroutable, "bad_subject", subject.as_str(), &err),
+    }
+}

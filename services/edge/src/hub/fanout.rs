@@ -1,0 +1,105 @@
+//! Fan-out: one envelope to every local member of a target.
+//!
+//! The message is encoded once per wire format present among the recipients and the same
+//! `Bytes` is pushed to each of them; the per-recipient work is an exclusion check and a
+//! queue push. Nothing here allocates per recipient or takes a lock other than the
+//! recipient's queue.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use signalbox_proto::native;
+use signalbox_proto::wire::{DataKind, Envelope};
+
+use super::{Hub, Target};
+use crate::conn::{Conn, ConnKey, WireFormat};
+use crate::outbox::Pushed;
+
+/// One message on its way out, with its frames encoded lazily, once per format.
+pub(crate) struct Outgoing<'a> {
+    envelope: &'a Envelope,
+    /// The group named in the message frame, for group deliveries.
+    group: Option<&'a str>,
+    frames: [Option<Bytes>; WireFormat::COUNT],
+}
+
+impl<'a> Outgoing<'a> {
+    pub(crate) fn new(envelope: &'a Envelope, group: Option<&'a str>) -> Self {
+        Self { envelope, group, frames: Default::default() }
+    }
+
+    /// The framed bytes of this message in `format`, encoded on first use.
+    pub(crate) fn frame(&mut self, format: WireFormat) -> &Bytes {
+        let envelope = self.envelope;
+        let group = self.group;
+        self.frames[format.index()].get_or_insert_with(|| {
+            let kind = DataKind::try_from(envelope.data_kind).unwrap_or(DataKind::Json);
+            let payload = match format {
+                WireFormat::NativeJsonWebSocket => {
+                    native::encode_message(&envelope.event, kind, &envelope.data, group, envelope.position)
+                }
+            };
+            format.frame(&payload)
+        })
+    }
+
+    /// Queues the message for one connection; returns whether it was queued.
+    pub(crate) fn send_to(&mut self, conn: &Conn) -> bool {
+        let frame = self.frame(conn.format).clone();
+        match conn.outbox.push(frame) {
+            Pushed::Queued => true,
+            Pushed::Overflowed => {
+                metrics::counter!("signalbox_slow_consumer_closes_total").increment(1);
+                tracing::info!(connection = %conn.id, "closing slow consumer");
+                false
+            }
+            Pushed::Closing => false,
+        }
+    }
+}
+
+impl Hub {
+    /// The local connections an envelope excludes (ids of other nodes are skipped without
+    /// a lookup).
+    fn excluded(&self, envelope: &Envelope) -> Vec<ConnKey> {
+        let node = self.config.node.as_str();
+        envelope
+            .exclude
+            .iter()
+            .filter(|id| id.strip_prefix(node).is_some_and(|rest| rest.starts_with('_')))
+            .filter_map(|id| self.connection(id).map(|c| c.key))
+            .collect()
+    }
+
+    /// Delivers an envelope to every member of `target`; returns how many got it.
+    pub(crate) fn fan_out(&self, target: &Target, envelope: &Envelope) -> usize {
+        let excluded = self.excluded(envelope);
+        let mut outgoing = Outgoing::new(envelope, target.group().map(|g| g.as_str()));
+        let delivered = target.with_members(|members| {
+            let mut delivered = 0;
+            for (key, conn) in members {
+                if !excluded.is_empty() && excluded.contains(key) {
+                    continue;
+                }
+                if outgoing.send_to(conn) {
+                    delivered += 1;
+                }
+            }
+            delivered
+        });
+        metrics::counter!("signalbox_deliveries_total").increment(delivered as u64);
+        delivered
+    }
+
+    /// Delivers an envelope to one local connection (a connection-targeted message).
+    pub(crate) fn deliver_to(&self, conn: &Arc<Conn>, envelope: &Envelope) -> bool {
+        if envelope.exclude.iter().any(|id| id == conn.id.as_str()) {
+            return false;
+        }
+        let delivered = Outgoing::new(envelope, None).send_to(conn);
+        if delivered {
+            metrics::counter!("signalbox_deliveries_total").increment(1);
+        }
+        delivered
+    }
+}

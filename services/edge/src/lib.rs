@@ -1,0 +1,134 @@
+//! Signalbox's edge: it holds the client connections of one node and routes messages to
+//! them by interest.
+//!
+//! # Layout
+//! - [`Edge`] (this file): starting a node, its router, readiness and shutdown;
+//! - `hub`: the registry of connections and targets, interest, fan-out;
+//! - `conn`, `outbox`: a connection's shared handle and its bounded outbound queue;
+//! - `ws`: the WebSocket transport — upgrade, RFC 6455 framing, the per-connection task;
+//! - `session`: the native protocol's requests (join, leave, publish, ping);
+//! - `auth`, `directory`: client tokens, and the keys and settings cached from the api;
+//! - `dispatch`, `control`: what arrives from the routing plane;
+//! - `sweeper`: heartbeats, idle timeouts and lingering subscriptions, for all connections;
+//! - [`http`]: the HTTP server every role runs.
+//!
+//! The edge holds no database connection and never imports the api: it learns keys and
+//! settings through the [`Bus`](signalbox_bus::Bus), like everything else.
+
+mod auth;
+mod config;
+mod conn;
+mod control;
+mod directory;
+mod dispatch;
+pub mod http;
+mod hub;
+mod outbox;
+mod problem;
+mod session;
+mod sweeper;
+mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use signalbox_bus::{Bus, BusError};
+use signalbox_core::CloseCode;
+use tokio::task::JoinSet;
+
+pub use config::EdgeConfig;
+use directory::Directory;
+use hub::Hub;
+use outbox::CloseRequest;
+
+/// What the edge's handlers and tasks share.
+#[derive(Debug)]
+pub(crate) struct EdgeState {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) directory: Directory,
+    pub(crate) drops: dispatch::DropCounters,
+    draining: AtomicBool,
+}
+
+impl EdgeState {
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// A running edge node.
+#[derive(Debug)]
+pub struct Edge {
+    state: Arc<EdgeState>,
+    /// The dispatchers and the sweeper: aborted when the edge is dropped.
+    tasks: JoinSet<()>,
+}
+
+impl Edge {
+    /// Starts the node: one dispatcher per worker thread, the node's own subscriptions
+    /// (its node subject and config announcements), and the sweeper.
+    pub async fn start(config: EdgeConfig, bus: Arc<dyn Bus>) -> Result<Self, BusError> {
+        let dispatchers = std::thread::available_parallelism().map_or(2, usize::from);
+        let directory =
+            Directory::new(Arc::clone(&bus), config.subjects.clone(), config.directory_ttl, config.api_timeout);
+        let config = Arc::new(config);
+        let (hub, inboxes) = Hub::new(Arc::clone(&config), bus, dispatchers);
+        let state = Arc::new(EdgeState {
+            hub: Arc::clone(&hub),
+            directory,
+            drops: dispatch::DropCounters::default(),
+            draining: AtomicBool::new(false),
+        });
+        let mut tasks = JoinSet::new();
+        for inbox in inboxes {
+            tasks.spawn(dispatch::run(Arc::clone(&state), inbox));
+        }
+        for subject in [config.subjects.node_pattern(&config.node), config.subjects.config_pattern()] {
+            hub.interest_for(&subject).subscribe(subject, None).await?;
+        }
+        tasks.spawn(sweeper::run(Arc::clone(&state)));
+        tracing::info!(node = %config.node, "edge started");
+        Ok(Self { state, tasks })
+    }
+
+    /// The routes of the edge: `GET /client`.
+    pub fn router(&self) -> Router {
+        Router::new().route("/client", get(ws::upgrade)).with_state(Arc::clone(&self.state))
+    }
+
+    /// Ready to take connections: the routing plane is up and the node is not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.state.draining() && self.state.hub.bus.is_connected()
+    }
+
+    /// Client connections currently open on this node.
+    pub fn connection_count(&self) -> usize {
+        self.state.hub.connection_count()
+    }
+
+    /// Stops accepting connections and closes every open one with 1001 (going away), then
+    /// waits up to `grace` for them to finish their close handshakes.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.state.draining.store(true, Ordering::Relaxed);
+        self.state.hub.for_each_connection(|conn| conn.close(CloseRequest::default_for(CloseCode::GoingAway)));
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(remaining = self.connection_count(), "edge shut down");
+    }
+
+    /// Targets (subscriptions and lingering ones) this node holds — for tests of interest.
+    pub fn interest_count(&self) -> usize {
+        self.state.hub.target_count()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}

@@ -1,0 +1,221 @@
+//! A connection's bounded outbound queue.
+//!
+//! The hub pushes shared, fully framed bytes; the connection's task takes everything queued
+//! in one go and writes it with one vectored write, so a backlog costs one wake-up and one
+//! system call, not one per message. The queue is bounded in frames and bytes: a push that
+//! would overflow it drops what is queued and asks the connection to close as a slow
+//! consumer (4100) — memory stays bounded and nobody else waits.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
+use signalbox_core::CloseCode;
+
+/// Why and how a connection is being closed by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseRequest {
+    pub(crate) code: CloseCode,
+    pub(crate) reason: Cow<'static, str>,
+    /// Send what is queued first (a polite close) or drop it (a slow consumer, a protocol
+    /// violation: the close frame must not wait behind data the peer will never read).
+    pub(crate) flush: bool,
+}
+
+impl CloseRequest {
+    pub(crate) fn new(code: CloseCode, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self { code, reason: reason.into(), flush: true }
+    }
+
+    pub(crate) fn default_for(code: CloseCode) -> Self {
+        Self::new(code, code.default_reason())
+    }
+}
+
+/// The result of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// The queue was full: the connection is now closing as a slow consumer.
+    Overflowed,
+    /// The connection is closing; the frame was dropped.
+    Closing,
+}
+
+/// What the writer got from [`Outbox::poll_take`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Frames were moved into the writer's buffer.
+    Frames,
+    /// Nothing is left to send and the connection must close.
+    Close(CloseRequest),
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    /// Pushed to by any fan-out, taken by one writer; held for a push or a swap only.
+    state: Mutex<State>,
+    /// Wakes the connection's task when the queue goes from empty to non-empty or a close
+    /// is requested.
+    waker: AtomicWaker,
+    max_bytes: usize,
+    max_frames: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    close: Option<CloseRequest>,
+}
+
+impl Outbox {
+    pub(crate) fn new(max_bytes: usize, max_frames: usize) -> Self {
+        Self { state: Mutex::new(State::default()), waker: AtomicWaker::new(), max_bytes, max_frames }
+    }
+
+    /// Queues one frame.
+    pub(crate) fn push(&self, frame: Bytes) -> Pushed {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return Pushed::Closing;
+        }
+        if state.frames.len() >= self.max_frames || state.bytes + frame.len() > self.max_bytes {
+            state.frames = VecDeque::new();
+            state.bytes = 0;
+            state.close = Some(CloseRequest { flush: false, ..CloseRequest::default_for(CloseCode::SlowConsumer) });
+            drop(state);
+            self.waker.wake();
+            return Pushed::Overflowed;
+        }
+        let was_empty = state.frames.is_empty();
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        // A non-empty queue means the writer was already woken and has not taken it yet.
+        if was_empty {
+            self.waker.wake();
+        }
+        Pushed::Queued
+    }
+
+    /// Asks the connection to close once what is queued is sent. The first request wins.
+    pub(crate) fn close(&self, request: CloseRequest) {
+        let mut state = self.state.lock();
+        if state.close.is_none() {
+            state.close = Some(request);
+            drop(state);
+            self.waker.wake();
+        }
+    }
+
+    /// Like [`close`](Self::close), but drops what is queued first.
+    pub(crate) fn close_now(&self, request: CloseRequest) {
+        let mut state = self.state.lock();
+        state.frames = VecDeque::new();
+        state.bytes = 0;
+        if state.close.is_none() {
+            state.close = Some(CloseRequest { flush: false, ..request });
+        }
+        drop(state);
+        self.waker.wake();
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.lock().close.is_some()
+    }
+
+    /// A close that must not wait for the writer's own backlog, if one was requested.
+    pub(crate) fn urgent_close(&self) -> Option<CloseRequest> {
+        self.state.lock().close.as_ref().filter(|c| !c.flush).cloned()
+    }
+
+    /// For the writer: moves every queued frame into `into` (which must be empty), or
+    /// returns the close request once nothing is queued, or registers for a wake-up.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>, into: &mut VecDeque<Bytes>) -> Poll<Taken> {
+        debug_assert!(into.is_empty());
+        // Register before looking, so a push between the look and the return still wakes us.
+        self.waker.register(cx.waker());
+        let mut state = self.state.lock();
+        if !state.frames.is_empty() {
+            *into = std::mem::take(&mut state.frames);
+            state.bytes = 0;
+            return Poll::Ready(Taken::Frames);
+        }
+        match &state.close {
+            Some(request) => Poll::Ready(Taken::Close(request.clone())),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn batches_and_wakes_once_per_batch() {
+        let outbox = Outbox::new(1000, 100);
+        let wakes = Arc::new(CountWakes(0.into()));
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = VecDeque::new();
+        assert_eq!(outbox.poll_take(&mut cx, &mut taken), Poll::Pending);
+        for _ in 0..5 {
+            assert_eq!(outbox.push(frame(10)), Pushed::Queued);
+        }
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1, "one wake for a burst");
+        assert_eq!(outbox.poll_take(&mut cx, &mut taken), Poll::Ready(Taken::Frames));
+        assert_eq!(taken.len(), 5);
+    }
+
+    #[test]
+    fn overflow_closes_as_slow_consumer_and_frees_the_queue() {
+        let outbox = Outbox::new(100, 1000);
+        assert_eq!(outbox.push(frame(60)), Pushed::Queued);
+        assert_eq!(outbox.push(frame(60)), Pushed::Overflowed);
+        assert_eq!(outbox.push(frame(1)), Pushed::Closing);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = VecDeque::new();
+        let Poll::Ready(Taken::Close(request)) = outbox.poll_take(&mut cx, &mut taken) else { panic!("must close") };
+        assert_eq!(request.code, CloseCode::SlowConsumer);
+        assert!(taken.is_empty(), "queued frames were dropped");
+        let frames = Outbox::new(1000, 2);
+        assert_eq!(frames.push(frame(1)), Pushed::Queued);
+        assert_eq!(frames.push(frame(1)), Pushed::Queued);
+        assert_eq!(frames.push(frame(1)), Pushed::Overflowed);
+    }
+
+    #[test]
+    fn close_sends_what_is_queued_first() {
+        let outbox = Outbox::new(1000, 100);
+        outbox.push(frame(1));
+        outbox.close(CloseRequest::default_for(CloseCode::ClosedByBackend));
+        outbox.close(CloseRequest::default_for(CloseCode::GoingAway));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = VecDeque::new();
+        assert_eq!(outbox.poll_take(&mut cx, &mut taken), Poll::Ready(Taken::Frames));
+        taken.clear();
+        let Poll::Ready(Taken::Close(request)) = outbox.poll_take(&mut cx, &mut taken) else { panic!("must close") };
+        assert_eq!(request.code, CloseCode::ClosedByBackend, "first close request wins");
+    }
+}

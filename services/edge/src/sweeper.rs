@@ -1,0 +1,48 @@
+//! One task per node does what would otherwise take a timer per connection: it pings every
+//! connection once per heartbeat interval (spread evenly over the interval), closes the ones
+//! from which nothing arrived for two intervals, and retires lingering subscriptions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use signalbox_core::CloseCode;
+
+use crate::EdgeState;
+use crate::outbox::CloseRequest;
+use crate::ws::codec;
+
+pub(crate) async fn run(edge: Arc<EdgeState>) {
+    let heartbeat = edge.hub.config.heartbeat_interval;
+    // Several ticks per interval so pings are spread out, but never faster than 20 per second.
+    let tick = (heartbeat / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let buckets = u64::try_from((heartbeat.as_millis() / tick.as_millis()).max(1)).unwrap_or(1);
+    let idle_secs = u32::try_from(edge.hub.config.idle_timeout().as_secs().max(1)).unwrap_or(u32::MAX);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u64 = 0;
+    loop {
+        interval.tick().await;
+        round = round.wrapping_add(1);
+        let now = edge.hub.now_secs();
+        let bucket = round % buckets;
+        let (mut pinged, mut timed_out) = (0u64, 0u64);
+        edge.hub.for_each_connection(|conn| {
+            let last_seen = conn.last_seen.load(std::sync::atomic::Ordering::Relaxed);
+            if now.saturating_sub(last_seen) >= idle_secs {
+                if !conn.outbox.is_closing() {
+                    conn.outbox.close_now(CloseRequest::default_for(CloseCode::HeartbeatTimeout));
+                    timed_out += 1;
+                }
+            } else if conn.key % buckets == bucket {
+                conn.outbox.push(codec::PING.clone());
+                pinged += 1;
+            }
+        });
+        if timed_out > 0 {
+            metrics::counter!("signalbox_heartbeat_timeouts_total").increment(timed_out);
+            tracing::debug!(timed_out, "closed connections that stopped answering");
+        }
+        metrics::counter!("signalbox_heartbeat_pings_total").increment(pinged);
+        edge.hub.retire_idle_targets();
+    }
+}

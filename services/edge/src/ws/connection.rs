@@ -1,0 +1,284 @@
+//! One WebSocket connection: a single task that owns the socket.
+//!
+//! Each wake-up does, in order: write everything queued (one vectored write for a whole
+//! backlog), run the client's request in flight if there is one, handle parsed frames, and
+//! read more. Reads go through a buffer on the stack of the poll, so an idle connection holds
+//! no read buffer; requests are handled one at a time, in order, and reading pauses while
+//! one is in flight (backpressure onto the client's TCP window).
+
+use std::collections::VecDeque;
+use std::future::{Future as _, poll_fn};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use signalbox_bus::BoxFuture;
+use signalbox_core::CloseCode;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+
+use super::codec::{self, FrameError, Inbound, Reader};
+use crate::conn::Conn;
+use crate::hub::Hub;
+use crate::outbox::{CloseRequest, Taken};
+use crate::session::Session;
+
+/// Bytes read per system call, on the stack.
+const READ_CHUNK: usize = 8 * 1024;
+/// Frames written per system call at most.
+const MAX_IOVECS: usize = 64;
+/// How long to wait for the client's close frame after sending ours.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Extra bytes a frame may carry beyond the app's message limit (the JSON around `data`).
+const FRAME_OVERHEAD: usize = 4 * 1024;
+
+/// How a connection ended, for logs and metrics.
+#[derive(Debug)]
+enum Exit {
+    /// We sent a close frame (our own, or the echo of the client's).
+    Closed {
+        code: CloseCode,
+        reason: String,
+    },
+    /// The peer went away without a close handshake.
+    Gone,
+    Io(io::Error),
+}
+
+enum ReadError {
+    Io(io::Error),
+    Frame(FrameError),
+}
+
+pub(crate) struct Connection<S> {
+    io: S,
+    conn: Arc<Conn>,
+    hub: Arc<Hub>,
+    session: Session,
+    reader: Reader,
+    max_frame: usize,
+    /// Frames parsed but not handled yet, and the next one to handle.
+    inbound: Vec<Inbound>,
+    next_inbound: usize,
+    /// The client request being executed; no further frame is handled until it is done.
+    request: Option<BoxFuture<'static, ()>>,
+    /// Frames taken from the outbox, being written; `written` bytes of the first are out.
+    pending: VecDeque<Bytes>,
+    written: usize,
+    /// The close frame has been queued for writing.
+    closing: Option<CloseRequest>,
+    /// After sending a close frame, how long the socket may take to take it; a peer that
+    /// reads nothing does not keep the connection (only allocated while closing).
+    close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The client sent its close frame: read nothing more.
+    peer_closed: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// `prefix` holds bytes the client sent right after the handshake.
+    pub(crate) fn new(io: S, prefix: &[u8], conn: Arc<Conn>, hub: Arc<Hub>, session: Session) -> Self {
+        let max_frame = conn.settings.limits.max_message_bytes as usize + FRAME_OVERHEAD;
+        let mut connection = Self {
+            io,
+            conn,
+            hub,
+            session,
+            reader: Reader::default(),
+            max_frame,
+            inbound: Vec::new(),
+            next_inbound: 0,
+            request: None,
+            pending: VecDeque::new(),
+            written: 0,
+            closing: None,
+            close_deadline: None,
+            peer_closed: false,
+        };
+        if !prefix.is_empty() {
+            let fed = connection.reader.feed(prefix, max_frame, &mut connection.inbound);
+            if let Err(err) = fed {
+                connection.fail_protocol(&err);
+            }
+        }
+        connection
+    }
+
+    /// Runs the connection to its end, then leaves the hub.
+    pub(crate) async fn run(mut self) {
+        let exit = poll_fn(|cx| self.poll_run(cx)).await;
+        if matches!(exit, Exit::Closed { .. }) && !self.peer_closed {
+            // Give the client a moment to answer our close frame before dropping the socket.
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.wait_for_peer_close()).await;
+        }
+        let _ = self.io.shutdown().await;
+        self.hub.detach(&self.conn);
+        match &exit {
+            Exit::Closed { code, reason } => {
+                metrics::counter!("signalbox_disconnects_total", "code" => code.code().to_string()).increment(1);
+                tracing::debug!(connection = %self.conn.id, code = code.code(), reason, "connection closed");
+            }
+            Exit::Gone => {
+                metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
+                tracing::debug!(connection = %self.conn.id, "connection dropped by peer");
+            }
+            Exit::Io(err) => {
+                metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
+                tracing::debug!(connection = %self.conn.id, error = %err, "connection failed");
+            }
+        }
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Exit> {
+        loop {
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(())) => {
+                    let request = self.closing.take().unwrap_or_else(|| CloseRequest::default_for(CloseCode::Normal));
+                    return Poll::Ready(Exit::Closed { code: request.code, reason: request.reason.into_owned() });
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Exit::Io(err)),
+                Poll::Pending => {}
+            }
+            if self.closing.is_some() {
+                let deadline = self.close_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                ready!(deadline.as_mut().poll(cx));
+                return Poll::Ready(Exit::Gone);
+            }
+            if let Some(request) = self.request.as_mut() {
+                ready!(request.as_mut().poll(cx));
+                self.request = None;
+                continue;
+            }
+            if self.next_inbound < self.inbound.len() {
+                let frame = std::mem::replace(&mut self.inbound[self.next_inbound], Inbound::Pong);
+                self.next_inbound += 1;
+                self.handle(frame);
+                continue;
+            }
+            self.inbound.clear();
+            self.next_inbound = 0;
+            if self.inbound.capacity() > 16 {
+                self.inbound = Vec::new();
+            }
+            if self.peer_closed {
+                return Poll::Pending;
+            }
+            match ready!(self.poll_read(cx)) {
+                Ok(true) => {}
+                Ok(false) => return Poll::Ready(Exit::Gone),
+                Err(ReadError::Io(err)) => return Poll::Ready(Exit::Io(err)),
+                Err(ReadError::Frame(err)) => self.fail_protocol(&err),
+            }
+        }
+    }
+
+    fn fail_protocol(&mut self, err: &FrameError) {
+        tracing::debug!(connection = %self.conn.id, error = %err, "closing on a protocol violation");
+        self.conn.outbox.close_now(CloseRequest::new(err.close_code(), err.to_string()));
+        self.peer_closed = true;
+    }
+
+    fn handle(&mut self, frame: Inbound) {
+        match frame {
+            Inbound::Text(text) => self.request = self.session.on_text(&text),
+            Inbound::Binary(_) => {
+                self.conn.outbox.close_now(CloseRequest::default_for(CloseCode::UnsupportedData));
+                self.peer_closed = true;
+            }
+            Inbound::Ping(payload) => {
+                self.conn.outbox.push(codec::pong_frame(&payload));
+            }
+            Inbound::Pong => {}
+            Inbound::Close(peer) => {
+                self.peer_closed = true;
+                let reason = peer.map(|(code, reason)| format!("client closed ({code}) {reason}")).unwrap_or_default();
+                self.conn.outbox.close(CloseRequest::new(CloseCode::Normal, reason));
+            }
+        }
+    }
+
+    /// Writes what is queued. Ready(Ok) only once the close frame is out.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closing.is_none()
+            && !self.pending.is_empty()
+            && let Some(request) = self.conn.outbox.urgent_close()
+        {
+            // Keep only a frame already half written (the stream must stay well-formed).
+            self.pending.truncate(usize::from(self.written > 0));
+            self.pending.push_back(codec::close_frame(request.code.code(), &request.reason));
+            self.closing = Some(request);
+        }
+        loop {
+            if self.pending.is_empty() {
+                if self.closing.is_some() {
+                    return Pin::new(&mut self.io).poll_flush(cx);
+                }
+                match self.conn.outbox.poll_take(cx, &mut self.pending) {
+                    Poll::Ready(Taken::Frames) => {}
+                    Poll::Ready(Taken::Close(request)) => {
+                        self.pending.push_back(codec::close_frame(request.code.code(), &request.reason));
+                        self.closing = Some(request);
+                    }
+                    Poll::Pending => {
+                        if self.pending.capacity() > MAX_IOVECS {
+                            self.pending = VecDeque::new();
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, frame) in self.pending.iter().take(MAX_IOVECS).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &frame[self.written..] } else { frame });
+                count = i + 1;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.pending.front() else { break };
+            let left = front.len() - self.written;
+            if n >= left {
+                n -= left;
+                self.pending.pop_front();
+                self.written = 0;
+            } else {
+                self.written += n;
+                n = 0;
+            }
+        }
+    }
+
+    /// Reads once. Ok(false) at end of stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, ReadError>> {
+        let mut buf = [0u8; READ_CHUNK];
+        let mut read_buf = ReadBuf::new(&mut buf);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut read_buf)).map_err(ReadError::Io)?;
+        let data = read_buf.filled();
+        if data.is_empty() {
+            return Poll::Ready(Ok(false));
+        }
+        self.conn.touch(self.hub.now_secs());
+        self.reader.feed(data, self.max_frame, &mut self.inbound).map_err(ReadError::Frame)?;
+        Poll::Ready(Ok(true))
+    }
+
+    /// Reads and drops whatever comes until the client's close frame or the end of stream.
+    async fn wait_for_peer_close(&mut self) {
+        loop {
+            match poll_fn(|cx| self.poll_read(cx)).await {
+                Ok(true) if self.inbound.iter().any(|f| matches!(f, Inbound::Close(_))) => return,
+                Ok(true) => self.inbound.clear(),
+                Ok(false) | Err(_) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The WebSocket transport: `GET /client` upgrades, then one task per connection.
+//!
+//! The token is checked before the `101` is sent, but a refused token still gets the
+//! upgrade, followed at once by a close frame with the code that says why (4401, 4402,
+//! 4403, 1013, 4102): a browser cannot read the status of a failed upgrade, only a close
+//! code. Requests that are not WebSocket upgrades at all get a problem+json error.
+
+pub(crate) mod codec;
+mod connection;
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use signalbox_core::{CloseCode, ConnectionId, GroupName, Scope, clock};
+use signalbox_proto::native;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::EdgeState;
+use crate::auth::{self, Authorized};
+use crate::conn::{Conn, Groups, WireFormat};
+use crate::hub::Refusal;
+use crate::outbox::{CloseRequest, Outbox};
+use crate::problem::problem;
+use crate::session::Session;
+use connection::Connection;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ClientQuery {
+    access_token: Option<String>,
+}
+
+/// A connection that passed every check and is registered with the hub.
+struct Admitted {
+    conn: Arc<Conn>,
+    session: Session,
+    groups: Vec<GroupName>,
+}
+
+/// `GET /client?access_token=…` with `Sec-WebSocket-Protocol: signalbox.json.v1`.
+pub(crate) async fn upgrade(
+    State(edge): State<Arc<EdgeState>>,
+    Query(query): Query<ClientQuery>,
+    method: Method,
+    headers: HeaderMap,
+    mut request: axum::extract::Request,
+) -> Response {
+    let accept = match check_handshake(&method, &headers) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "upgrade-unavailable",
+            "this server cannot upgrade connections",
+        );
+    };
+    if edge.draining() {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; connect to another one");
+    }
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let token = query.access_token.as_deref().or(bearer);
+    let admitted = admit(&edge, token).await;
+
+    let edge_for_task = Arc::clone(&edge);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(error = %err, "client left during the upgrade");
+                if let Ok(admitted) = admitted {
+                    edge_for_task.hub.detach(&admitted.conn);
+                }
+                return;
+            }
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => serve(edge_for_task, parts.io.into_inner(), &parts.read_buf, admitted).await,
+            Err(upgraded) => serve(edge_for_task, TokioIo::new(upgraded), &[], admitted).await,
+        }
+    });
+
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if offers_native(&headers) {
+        response_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(native::SUBPROTOCOL));
+    }
+    response
+}
+
+/// Why an upgrade request was refused before any WebSocket existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandshakeError {
+    NotWebSocket,
+    UnsupportedVersion,
+    UnsupportedSubprotocol,
+}
+
+impl IntoResponse for HandshakeError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NotWebSocket => problem(
+                StatusCode::BAD_REQUEST,
+                "not-websocket",
+                "this endpoint expects a WebSocket upgrade (GET with Upgrade: websocket)",
+            ),
+            Self::UnsupportedVersion => {
+                let mut response = problem(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "websocket-version",
+                    "only WebSocket version 13 is supported",
+                );
+                response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                response
+            }
+            Self::UnsupportedSubprotocol => {
+                let detail = format!("unsupported subprotocol; this endpoint speaks {}", native::SUBPROTOCOL);
+                problem(StatusCode::BAD_REQUEST, "unsupported-subprotocol", &detail)
+            }
+        }
+    }
+}
+
+/// Checks the upgrade request; returns the `Sec-WebSocket-Accept` value.
+fn check_handshake(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, HandshakeError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    if method != Method::GET || !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(HandshakeError::NotWebSocket);
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else { return Err(HandshakeError::NotWebSocket) };
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !offered.is_empty() && !offered.contains(&native::SUBPROTOCOL) {
+        return Err(HandshakeError::UnsupportedSubprotocol);
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    HeaderValue::from_str(&accept).map_err(|_| HandshakeError::NotWebSocket)
+}
+
+fn offers_native(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == native::SUBPROTOCOL)
+}
+
+/// Authenticates, applies limits, resolves the initial groups and registers the connection.
+async fn admit(edge: &EdgeState, token: Option<&str>) -> Result<Admitted, CloseRequest> {
+    let Authorized { claims, key_id, key } = auth::authenticate(&edge.directory, token).await.map_err(|err| {
+        metrics::counter!("signalbox_connects_refused_total", "code" => err.close_code().code().to_string())
+            .increment(1);
+        CloseRequest::new(err.close_code(), err.to_string())
+    })?;
+    let scope = Scope::native(key.app.clone());
+    let mut groups = claims.groups.clone();
+    if let Some(user) = &claims.sub {
+        let added = edge.directory.user_groups(&scope.app, &scope.hub, user).await.map_err(|_| {
+            CloseRequest::new(CloseCode::TryAgainLater, "cannot load the user's groups right now; retry")
+        })?;
+        groups.extend(added);
+    }
+    groups.sort();
+    groups.dedup();
+    let config = &edge.hub.config;
+    let conn = Arc::new(Conn {
+        key: edge.hub.next_key(),
+        id: ConnectionId::generate(&config.node),
+        scope,
+        user: claims.sub.clone(),
+        key_id,
+        format: WireFormat::NativeJsonWebSocket,
+        settings: Arc::clone(&key.settings),
+        connected_at: clock::unix_seconds(),
+        outbox: Outbox::new(config.outbox_max_bytes, config.outbox_max_frames),
+        groups: parking_lot::Mutex::new(Groups::default()),
+        last_seen: edge.hub.now_secs().into(),
+    });
+    edge.hub.register(&conn).map_err(|refusal| {
+        let reason = match refusal {
+            Refusal::AppFull => "the app's connection limit is reached",
+            Refusal::NodeFull => "this node is full",
+        };
+        metrics::counter!("signalbox_connects_refused_total", "code" => "4102").increment(1);
+        CloseRequest::new(CloseCode::ConnectionLimit, reason)
+    })?;
+    let session = Session::new(Arc::clone(&edge.hub), Arc::clone(&conn), claims.permissions());
+    Ok(Admitted { conn, session, groups })
+}
+
+/// Runs an upgraded connection: closes refused ones with their code, attaches and runs
+/// admitted ones.
+async fn serve<S>(edge: Arc<EdgeState>, mut io: S, prefix: &[u8], admitted: Result<Admitted, CloseRequest>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Admitted { conn, session, groups } = match admitted {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let frame = codec::close_frame(refusal.code.code(), &refusal.reason);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                let _ = io.write_all(&frame).await;
+                let _ = io.shutdown().await;
+            })
+            .await;
+            return;
+        }
+    };
+    metrics::counter!("signalbox_connects_total").increment(1);
+    // The welcome is queued first, but nothing is written until the connection is attached:
+    // so the client sees it only once every subscription is in place, and anything that
+    // arrived meanwhile follows it.
+    let heartbeat = edge.hub.config.heartbeat_interval.as_secs();
+    conn.send(&native::encode_welcome(conn.id.as_str(), conn.user.as_ref().map(|u| u.as_str()), heartbeat));
+    if let Err(err) = edge.hub.attach(&conn, &groups).await {
+        tracing::warn!(connection = %conn.id, error = %err, "cannot attach connection");
+        conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
+    }
+    tracing::debug!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
+    Connection::new(io, prefix, conn, Arc::clone(&edge.hub), session).run().await;
+}

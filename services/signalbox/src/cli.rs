@@ -1,0 +1,131 @@
+//! The command line. Every flag also reads a `SIGNALBOX_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use signalbox_core::NodeId;
+use signalbox_edge::EdgeConfig;
+use signalbox_proto::Subjects;
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "signalbox", version, about = "Signalbox: a serverless realtime platform")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, env = "SIGNALBOX_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process, with SQLite and no configuration (the default way to start).
+    Serve(ServeArgs),
+    /// Run the REST API of a cluster (Postgres + NATS).
+    Api(ApiArgs),
+    /// Run an edge node of a cluster (NATS; no database).
+    Edge(EdgeArgs),
+    /// Apply the database schema migrations.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeTuning {
+    /// Seconds between server pings; a connection silent for two intervals is closed.
+    #[arg(long, env = "SIGNALBOX_HEARTBEAT_SECONDS", default_value_t = 20)]
+    pub heartbeat_seconds: u64,
+    /// Client connections this node accepts in total.
+    #[arg(long, env = "SIGNALBOX_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Bytes a connection may have queued before it is closed as a slow consumer.
+    #[arg(long, env = "SIGNALBOX_OUTBOX_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub outbox_max_bytes: usize,
+}
+
+impl EdgeTuning {
+    pub fn apply(&self, config: &mut EdgeConfig) {
+        config.heartbeat_interval = Duration::from_secs(self.heartbeat_seconds.max(1));
+        config.max_connections = self.max_connections;
+        config.outbox_max_bytes = self.outbox_max_bytes;
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SIGNALBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the database, the operator token and the master key live.
+    #[arg(long, env = "SIGNALBOX_DATA_DIR", default_value = "./signalbox-data")]
+    pub data_dir: PathBuf,
+    /// The operator token (default: generated on first start and saved in the data dir).
+    #[arg(long, env = "SIGNALBOX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// The master key, base64 of 32 bytes (default: generated and saved in the data dir).
+    #[arg(long, env = "SIGNALBOX_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    #[command(flatten)]
+    pub edge: EdgeTuning,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    #[arg(long, env = "SIGNALBOX_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE
+    #[arg(long, env = "SIGNALBOX_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// One or more NATS URLs, comma-separated.
+    #[arg(long, env = "SIGNALBOX_NATS_URL")]
+    pub nats_url: String,
+    /// The operator token.
+    #[arg(long, env = "SIGNALBOX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// The master key, base64 of 32 bytes (`openssl rand -base64 32`).
+    #[arg(long, env = "SIGNALBOX_MASTER_KEY", hide_env_values = true)]
+    pub master_key: String,
+    /// The root of every NATS subject (to share a NATS cluster between deployments).
+    #[arg(long, env = "SIGNALBOX_SUBJECT_PREFIX", default_value = "sb")]
+    pub subject_prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    #[arg(long, env = "SIGNALBOX_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "SIGNALBOX_NATS_URL")]
+    pub nats_url: String,
+    /// This node's id (default: random per start).
+    #[arg(long, env = "SIGNALBOX_NODE_ID")]
+    pub node_id: Option<String>,
+    #[arg(long, env = "SIGNALBOX_SUBJECT_PREFIX", default_value = "sb")]
+    pub subject_prefix: String,
+    #[command(flatten)]
+    pub edge: EdgeTuning,
+}
+
+impl EdgeArgs {
+    pub fn edge_config(&self) -> anyhow::Result<EdgeConfig> {
+        let node = match &self.node_id {
+            Some(id) => NodeId::new(id).map_err(|e| anyhow::anyhow!("invalid --node-id: {e}"))?,
+            None => NodeId::generate(),
+        };
+        if node.as_str().contains('_') {
+            anyhow::bail!("invalid --node-id: it must not contain '_'");
+        }
+        let mut config = EdgeConfig::new(node, Subjects::new(&self.subject_prefix));
+        self.edge.apply(&mut config);
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// postgres://… or sqlite:PATH
+    #[arg(long, env = "SIGNALBOX_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}

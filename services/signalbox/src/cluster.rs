@@ -1,0 +1,160 @@
+//! The cluster roles: `signalbox api` (REST against Postgres, answering edges over NATS) and
+//! `signalbox edge` (client connections, no database), each on its own port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use signalbox_api::{Api, ApiConfig, MasterKey};
+use signalbox_bus::{Bus, NatsBus, NatsConfig};
+use signalbox_edge::{Edge, EdgeConfig};
+use signalbox_proto::Subjects;
+use signalbox_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::health::{self, ReadinessCheck};
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const MAX_HTTP_CONNECTIONS: usize = 4096;
+
+/// A role serving HTTP until shut down.
+#[derive(Debug)]
+struct Serving {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    async fn start(listen: SocketAddr, router: axum::Router) -> anyhow::Result<Self> {
+        let router = router
+            .fallback(signalbox_api::error::not_found)
+            .method_not_allowed_fallback(signalbox_api::error::method_not_allowed);
+        let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(signalbox_edge::http::serve(listener, router, MAX_HTTP_CONNECTIONS, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, stop: Some(stop), server })
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.server).await.context("server task failed")?.context("server failed")
+    }
+}
+
+fn readiness<F, Fut>(check: F) -> ReadinessCheck
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(check()))
+}
+
+/// How `signalbox api` runs.
+#[derive(Debug, Clone)]
+pub struct ApiRoleConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub nats_url: String,
+    pub admin_token: String,
+    pub master_key: String,
+    pub subjects: Subjects,
+}
+
+/// A running api node.
+#[derive(Debug)]
+pub struct ApiRole {
+    serving: Serving,
+    bus_task: JoinHandle<()>,
+    store: Store,
+}
+
+impl ApiRole {
+    pub async fn start(config: ApiRoleConfig) -> anyhow::Result<Self> {
+        let master_key = MasterKey::from_base64(&config.master_key).context("invalid master key")?;
+        let store = Store::connect(&config.database_url).await.context("cannot connect to the database")?;
+        let nats = NatsBus::connect(&NatsConfig::new(&config.nats_url, "signalbox-api")).await?;
+        let bus: Arc<dyn Bus> = Arc::new(nats);
+        let api = Api::new(ApiConfig::new(config.subjects, config.admin_token, master_key), store.clone(), bus);
+        let bus_task = api.serve_bus().await.context("cannot subscribe to edge requests")?;
+        let ready = {
+            let api = api.clone();
+            readiness(move || {
+                let api = api.clone();
+                async move { if api.is_ready().await { Ok(()) } else { Err("NATS or the database is unreachable".into()) } }
+            })
+        };
+        let serving = Serving::start(config.listen, api.router().merge(health::router(ready))).await?;
+        tracing::info!(addr = %serving.addr, "signalbox api serving");
+        Ok(Self { serving, bus_task, store })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.serving.addr
+    }
+
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.serving.stop().await?;
+        self.bus_task.abort();
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// How `signalbox edge` runs.
+#[derive(Debug, Clone)]
+pub struct EdgeRoleConfig {
+    pub listen: SocketAddr,
+    pub nats_url: String,
+    pub edge: EdgeConfig,
+}
+
+/// A running edge node.
+#[derive(Debug)]
+pub struct EdgeRole {
+    serving: Serving,
+    edge: Arc<Edge>,
+}
+
+impl EdgeRole {
+    pub async fn start(config: EdgeRoleConfig) -> anyhow::Result<Self> {
+        let name = format!("signalbox-edge-{}", config.edge.node);
+        let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&NatsConfig::new(&config.nats_url, name)).await?);
+        let edge = Arc::new(Edge::start(config.edge, bus).await.context("cannot start the edge")?);
+        let ready = {
+            let edge = Arc::clone(&edge);
+            readiness(move || {
+                let ready = edge.is_ready();
+                async move { if ready { Ok(()) } else { Err("NATS is unreachable or the edge is draining".into()) } }
+            })
+        };
+        let serving = Serving::start(config.listen, edge.router().merge(health::router(ready))).await?;
+        tracing::info!(addr = %serving.addr, "signalbox edge serving");
+        Ok(Self { serving, edge })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.serving.addr
+    }
+
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.edge.shutdown(SHUTDOWN_GRACE).await;
+        self.serving.stop().await
+    }
+}
+
+/// `signalbox migrate`: applies the schema migrations of the database's backend.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let store = Store::connect(database_url).await.context("cannot connect to the database")?;
+    store.migrate().await.context("migration failed")?;
+    store.close().await;
+    Ok(())
+}

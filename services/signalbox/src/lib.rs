@@ -1,0 +1,40 @@
+//! The one Signalbox binary, as a library so tests can start any role in-process.
+//!
+//! # Layout
+//! - [`embedded`]: `signalbox serve` — api, edge, SQLite and the in-process bus on one port,
+//!   with no configuration;
+//! - [`cluster`]: `signalbox api` and `signalbox edge` against Postgres and NATS;
+//! - `health`: `/healthz`, `/readyz`, `/metrics`, shared by every role;
+//! - [`telemetry`]: logs and the metrics recorder;
+//! - [`cli`]: the command line (every flag also reads a `SIGNALBOX_*` variable).
+
+pub mod cli;
+pub mod cluster;
+pub mod embedded;
+mod health;
+pub mod telemetry;
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupt => tracing::info!("SIGINT received: shutting down"),
+            () = terminate => tracing::info!("SIGTERM received: shutting down"),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `signalbox`: see `signalbox --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use signalbox::cli::{Cli, Command};
+use signalbox::cluster::{self, ApiRole, ApiRoleConfig, EdgeRole, EdgeRoleConfig};
+use signalbox::embedded::{Embedded, ServeConfig};
+use signalbox::{shutdown_signal, telemetry};
+use signalbox_proto::Subjects;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logs(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    // Install the metrics recorder before anything records.
+    let _ = telemetry::metrics();
+    match command {
+        Command::Serve(args) => {
+            let mut config = ServeConfig::new(args.listen, args.data_dir);
+            config.admin_token = args.admin_token;
+            config.master_key = args.master_key;
+            args.edge.apply(&mut config.edge);
+            let server = Embedded::start(config).await?;
+            print_banner(&server);
+            shutdown_signal().await;
+            server.shutdown().await
+        }
+        Command::Api(args) => {
+            let role = ApiRole::start(ApiRoleConfig {
+                listen: args.listen,
+                database_url: args.database_url,
+                nats_url: args.nats_url,
+                admin_token: args.admin_token,
+                master_key: args.master_key,
+                subjects: Subjects::new(&args.subject_prefix),
+            })
+            .await?;
+            println!("signalbox api listening on http://{}", role.addr());
+            shutdown_signal().await;
+            role.shutdown().await
+        }
+        Command::Edge(args) => {
+            let edge = args.edge_config()?;
+            let role = EdgeRole::start(EdgeRoleConfig { listen: args.listen, nats_url: args.nats_url, edge }).await?;
+            println!("signalbox edge listening on http://{}", role.addr());
+            shutdown_signal().await;
+            role.shutdown().await
+        }
+        Command::Migrate(args) => {
+            cluster::migrate(&args.database_url).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+fn print_banner(server: &Embedded) {
+    let http = server.http_url();
+    println!("Signalbox is running (embedded: one process, SQLite, in-process bus)");
+    println!();
+    println!("  REST API   {http}/v1");
+    println!("  API docs   {http}/docs");
+    println!("  WebSocket  {}?access_token=CLIENT_TOKEN", server.ws_url());
+    println!("  Health     {http}/healthz  {http}/readyz  {http}/metrics");
+    println!("  Data       {}", server.data_dir().display());
+    println!();
+    if server.admin_token_generated() {
+        println!("  Operator token (generated now; saved in {}):", server.data_dir().join("admin-token").display());
+        println!("    {}", server.admin_token());
+    } else {
+        println!(
+            "  Operator token: SIGNALBOX_ADMIN_TOKEN, or the file {}",
+            server.data_dir().join("admin-token").display()
+        );
+    }
+    println!();
+    println!("Press Ctrl-C to stop.");
+}

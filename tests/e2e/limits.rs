@@ -1,0 +1,111 @@
+//! Per-app limits, slow consumers and heartbeats: each ends in its documented error or close
+//! code, and never affects anyone else.
+
+use std::time::Duration;
+
+use serde_json::json;
+use signalbox_tests::{RawSocket, Signalbox, next_message, within};
+
+#[tokio::test]
+async fn connection_limit_closes_with_4102() {
+    let signalbox = Signalbox::start().await;
+    let app = signalbox.app_with(json!({"limits": {"max_connections": 2}})).await;
+    let _first = app.connect(None, &[], &[]).await;
+    let second = app.connect(None, &[], &[]).await;
+    let token = app.token(None, &[], &[]).await;
+    let refused = within("connect", signalbox_sdk::realtime::Connection::connect(&app.ws_url, &token)).await;
+    assert_eq!(refused.expect_err("over the limit").close_code(), Some(4102));
+    // A freed slot can be used again.
+    second.close();
+    signalbox_tests::eventually("the slot to free up", || async {
+        signalbox_sdk::realtime::Connection::connect(&app.ws_url, &token).await.ok()
+    })
+    .await;
+    // Other apps are not limited by this one.
+    let other = signalbox.app().await;
+    for _ in 0..3 {
+        other.connect(None, &[], &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn message_size_group_count_and_publish_rate_are_enforced() {
+    let signalbox = Signalbox::start().await;
+    let app = signalbox
+        .app_with(json!({"limits": {
+            "max_message_bytes": 1000,
+            "max_groups_per_connection": 2,
+            "client_publish_rate": 1,
+            "client_publish_burst": 5,
+        }}))
+        .await;
+    let client = app.connect(None, &[], &["join:*", "publish:*"]).await;
+
+    let big = within("publish", client.publish("g", "e", json!("x".repeat(2000)))).await.expect_err("too large");
+    assert_eq!(big.code(), Some("message_too_large"));
+
+    within("join", client.join("a")).await.expect("first group");
+    within("join", client.join("b")).await.expect("second group");
+    let third = within("join", client.join("c")).await.expect_err("third group");
+    assert_eq!(third.code(), Some("too_many_groups"));
+    within("leave", client.leave("a")).await.expect("leave");
+    within("join", client.join("c")).await.expect("room again after leaving");
+
+    // REST joins respect the same limit.
+    let err = app.backend.add_connection_to_group(&app.id, "d", client.connection_id()).await.expect_err("limit");
+    assert_eq!((err.status(), err.code()), (Some(409), Some("too_many_groups")));
+
+    // 1 per second with a burst of 5: 50 publishes in a row cannot all pass (that would
+    // take 45 seconds).
+    let mut limited = 0;
+    for i in 0..50 {
+        match within("publish", client.publish("b", "e", json!(i))).await {
+            Ok(()) => {}
+            Err(err) => {
+                assert_eq!(err.code(), Some("rate_limited"));
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited >= 40, "only {limited} of 50 were rate limited");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_closed_with_4100_and_nobody_else_waits() {
+    let signalbox = Signalbox::start_with(|config| config.edge.outbox_max_bytes = 64 * 1024).await;
+    let app = signalbox.app().await;
+    let mut fast = app.connect(None, &["feed"], &[]).await;
+    // A client that never reads, with a tiny receive window so its backlog stays on our side.
+    let token = app.token(None, &["feed"], &[]).await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small window");
+    let stream = socket.connect(signalbox.server.addr()).await.expect("connect");
+    let mut slow = RawSocket::handshake(stream, signalbox.server.addr(), &token).await;
+
+    // More than the kernel will buffer for one socket (its send buffer grows to
+    // net.ipv4.tcp_wmem's maximum, 4 MiB by default), so the backlog reaches our queue.
+    let payload = "y".repeat(60_000);
+    let count = 200;
+    for i in 0..count {
+        app.publish_to_group("feed", "tick", json!({"i": i, "pad": payload})).await;
+    }
+    for i in 0..count {
+        assert_eq!(next_message(&mut fast).await.data["i"], i, "the fast client gets everything, in order");
+    }
+    assert_eq!(slow.read_close_code().await, Some(4100), "the slow one is told why");
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_with_4101_and_a_live_one_stays() {
+    let signalbox = Signalbox::start_with(|config| config.edge.heartbeat_interval = Duration::from_secs(1)).await;
+    let app = signalbox.app().await;
+    let mut live = app.connect(None, &["g"], &[]).await;
+    assert_eq!(live.welcome().heartbeat_seconds, 1);
+    let token = app.token(None, &[], &[]).await;
+    let mut silent = RawSocket::connect(signalbox.server.addr(), &token).await;
+    // Read (pings included) without ever answering.
+    assert_eq!(silent.read_close_code().await, Some(4101));
+    // By now two heartbeat intervals have passed: the client that answers pings is still here.
+    app.publish_to_group("g", "alive", json!(true)).await;
+    assert_eq!(next_message(&mut live).await.event, "alive");
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of a real Signalbox over real sockets.
+
+mod isolation;
+mod lifecycle;
+mod limits;
+mod messaging;
+mod openapi_doc;
+mod protocol_errors;
+mod rest_errors;
+mod tokens;
