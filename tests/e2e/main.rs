@@ -1,5 +1,6 @@
 //! End-to-end tests of a real Signalbox over real sockets.
 
+mod cluster;
 mod isolation;
 mod lifecycle;
 mod limits;

@@ -1,5 +1,8 @@
-//! The harness of the end-to-end tests: a real Signalbox on a free port, and a tenant with an
-//! app and a key made through its real REST API.
+//! The harness of the end-to-end tests: a real Signalbox on a free port (in-process for the
+//! single-node tests, real processes for [`cluster`]), and a tenant with an app and a key made
+//! through its real REST API.
+
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -72,6 +72,7 @@ pub(crate) struct AppKey(pub(crate) Arc<OpenKey>);
 async fn key_from_token(state: &ApiState, token: &str) -> Result<Arc<OpenKey>, ApiError> {
     let (id, secret) = token.split_once('.').ok_or(ApiError::Unauthorized("this call needs an app key"))?;
     let id = KeyId::new(id).map_err(|_| ApiError::Unauthorized("invalid app key"))?;
+    state.cache.sync_epoch(state.bus.epoch());
     let key = state.cache.key(&state.store, &state.master_key, &id).await?;
     match key {
         Some(key) if secrets_equal(&key.secret, secret.as_bytes()) => {

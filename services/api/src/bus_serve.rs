@@ -63,6 +63,7 @@ async fn answer(state: Arc<ApiState>, app: AppId, delivery: Delivery) {
 
 async fn key_answer(state: &ApiState, app: &AppId, key: &str) -> ApiAnswer {
     let Ok(key) = KeyId::new(key) else { return failure(ApiFailureKind::NotFound, "no such key") };
+    state.cache.sync_epoch(state.bus.epoch());
     let opened = match state.cache.key(&state.store, &state.master_key, &key).await {
         Ok(Some(opened)) if &opened.record.app_id == app => opened,
         Ok(_) => return failure(ApiFailureKind::NotFound, "no such key"),

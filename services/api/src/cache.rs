@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -22,6 +23,9 @@ pub(crate) struct OpenKey {
 #[derive(Debug)]
 pub(crate) struct Cache {
     ttl: Duration,
+    /// The bus epoch the entries were learnt in: after a reconnect, announcements from other
+    /// api nodes may have been missed, so everything is dropped.
+    epoch: AtomicU64,
     /// Plain mutexes: held for one map operation, never across a store query.
     keys: Mutex<HashMap<KeyId, (Instant, Arc<OpenKey>)>>,
     apps: Mutex<HashMap<AppId, (Instant, Arc<AppRecord>)>>,
@@ -29,7 +33,15 @@ pub(crate) struct Cache {
 
 impl Cache {
     pub(crate) fn new(ttl: Duration) -> Self {
-        Self { ttl, keys: Mutex::default(), apps: Mutex::default() }
+        Self { ttl, epoch: AtomicU64::new(0), keys: Mutex::default(), apps: Mutex::default() }
+    }
+
+    /// Drops everything if the bus reconnected since the entries were learnt.
+    pub(crate) fn sync_epoch(&self, epoch: u64) {
+        if self.epoch.swap(epoch, Ordering::SeqCst) != epoch {
+            self.keys.lock().clear();
+            self.apps.lock().clear();
+        }
     }
 
     /// A key (revoked or not) with its secret, or None if it does not exist.

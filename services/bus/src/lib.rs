@@ -19,6 +19,8 @@
 //!   `Err(NoResponders)` when no one serves the subject, `Err(Timeout)` when no reply came.
 //! - Every message of every subscription of an inbox arrives on that one [`Inbox`], in
 //!   per-subject order.
+//! - **epoch** changes on every reconnect: messages published while a node was disconnected
+//!   are lost to it, so whatever it cached from announcements must be refreshed.
 //!
 //! Depends on `signalbox-proto` for [`Subject`]; never on the edge, the api or the store.
 
@@ -57,6 +59,10 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
 
     /// Whether the bus can route right now (readiness; publish fails fast when it cannot).
     fn is_connected(&self) -> bool;
+
+    /// A number that changes every time the bus reconnects. Anything learnt from
+    /// announcements before a change may have missed some: caches compare epochs.
+    fn epoch(&self) -> u64;
 }
 
 /// Adds and removes the subjects an [`Inbox`] receives.

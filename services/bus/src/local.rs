@@ -123,6 +123,11 @@ impl Bus for LocalBus {
     fn is_connected(&self) -> bool {
         true
     }
+
+    /// An in-process bus never disconnects.
+    fn epoch(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug)]

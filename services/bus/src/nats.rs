@@ -52,6 +52,8 @@ pub struct NatsBus {
     next_id: Arc<AtomicU64>,
     /// Follows the connection's events, so callers can wait for the first connect.
     connected: watch::Receiver<bool>,
+    /// Counts connects (the first one included): the bus's epoch.
+    connects: Arc<AtomicU64>,
 }
 
 impl NatsBus {
@@ -60,6 +62,8 @@ impl NatsBus {
     pub async fn connect(config: &NatsConfig) -> Result<Self, BusError> {
         let name = config.name.clone();
         let (connected_tx, connected) = watch::channel(false);
+        let connects = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&connects);
         let client = ConnectOptions::new()
             .name(&config.name)
             .ping_interval(config.ping_interval)
@@ -68,16 +72,21 @@ impl NatsBus {
             .event_callback(move |event| {
                 let name = name.clone();
                 match event {
-                    Event::Connected => connected_tx.send_replace(true),
-                    Event::Disconnected => connected_tx.send_replace(false),
-                    _ => false,
-                };
+                    Event::Connected => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        connected_tx.send_replace(true);
+                    }
+                    Event::Disconnected => {
+                        connected_tx.send_replace(false);
+                    }
+                    _ => {}
+                }
                 async move { log_event(&name, &event) }
             })
             .connect(config.url.as_str())
             .await
             .map_err(|e| BusError::Transport(Box::new(e)))?;
-        Ok(Self { client, next_id: Arc::new(AtomicU64::new(0)), connected })
+        Ok(Self { client, next_id: Arc::new(AtomicU64::new(0)), connected, connects })
     }
 
     /// Waits until the client is connected, or `timeout` passes.
@@ -171,6 +180,10 @@ impl Bus for NatsBus {
 
     fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    fn epoch(&self) -> u64 {
+        self.connects.load(Ordering::SeqCst)
     }
 }
 

@@ -22,3 +22,57 @@ async fn nats_bus_conforms() {
     let buses = std::sync::Mutex::new(buses);
     conformance::run_all(|| buses.lock().expect("lock").pop().expect("a bus per check")).await;
 }
+
+/// What an error means on NATS: while the server is gone, `publish` and `request` fail with
+/// `Unavailable` (nothing was sent); subscriptions made before the outage, and during it, work
+/// again once the server is back.
+#[tokio::test]
+async fn nats_outages_fail_loudly_and_subscriptions_come_back() {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use signalbox_bus::{Bus, BusError};
+    use signalbox_proto::Subject;
+
+    let mut server = NatsServer::start();
+    let bus = NatsBus::connect(&NatsConfig::new(server.url(), "outage")).await.expect("connect");
+    bus.wait_connected(Duration::from_secs(10)).await.expect("connected");
+    let (interest, mut inbox) = bus.open_inbox();
+    let before = Subject::new("outage.before").expect("subject");
+    let during = Subject::new("outage.during").expect("subject");
+    interest.subscribe(before.clone(), None).await.expect("subscribe");
+    let epoch = bus.epoch();
+
+    server.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while bus.is_connected() {
+        assert!(tokio::time::Instant::now() < deadline, "the client never noticed the outage");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(bus.publish(before.clone(), Bytes::from_static(b"x")).await, Err(BusError::Unavailable)));
+    assert!(matches!(
+        bus.request(before.clone(), Bytes::new(), Duration::from_secs(1)).await,
+        Err(BusError::Unavailable)
+    ));
+    interest.subscribe(during.clone(), None).await.expect("subscribing while disconnected is queued");
+
+    server.start_again();
+    bus.wait_connected(Duration::from_secs(10)).await.expect("reconnected");
+    assert!(bus.epoch() > epoch, "a reconnect changes the epoch");
+    // Published by another connection, so only the server's resubscription can deliver them.
+    let other = NatsBus::connect(&NatsConfig::new(server.url(), "other")).await.expect("connect");
+    other.wait_connected(Duration::from_secs(10)).await.expect("connected");
+    for subject in [before, during] {
+        let delivered = async {
+            loop {
+                other.publish(subject.clone(), Bytes::from_static(b"back")).await.expect("publish");
+                if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), inbox.recv()).await {
+                    return d;
+                }
+            }
+        };
+        let delivery = tokio::time::timeout(Duration::from_secs(10), delivered).await.expect("delivered after restart");
+        assert_eq!(delivery.subject, subject);
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), inbox.recv()).await {}
+    }
+}

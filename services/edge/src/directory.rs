@@ -41,6 +41,9 @@ type Lookup = Result<Arc<KeyEntry>, LookupError>;
 #[derive(Debug)]
 struct Slot {
     created: Instant,
+    /// The bus epoch when the slot was made: after a reconnect, announcements may have been
+    /// missed, so the entry is no longer trusted.
+    epoch: u64,
     app: AppId,
     result: OnceCell<Lookup>,
 }
@@ -61,6 +64,9 @@ impl Directory {
     }
 
     fn fresh(&self, slot: &Slot) -> bool {
+        if slot.epoch != self.bus.epoch() {
+            return false;
+        }
         match slot.result.get() {
             None => true,
             Some(Ok(_)) => slot.created.elapsed() < self.ttl,
@@ -77,7 +83,12 @@ impl Directory {
             match slots.get(key) {
                 Some(slot) if &slot.app == app && self.fresh(slot) => Arc::clone(slot),
                 _ => {
-                    let slot = Arc::new(Slot { created: Instant::now(), app: app.clone(), result: OnceCell::new() });
+                    let slot = Arc::new(Slot {
+                        created: Instant::now(),
+                        epoch: self.bus.epoch(),
+                        app: app.clone(),
+                        result: OnceCell::new(),
+                    });
                     slots.insert(key.clone(), Arc::clone(&slot));
                     slot
                 }

@@ -46,25 +46,36 @@ fn dropped(counter: &AtomicU64, kind: &'static str, subject: &str, detail: &dyn 
 
 fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
     let Delivery { subject, payload, reply, .. } = delivery;
-    let body = match wire::decode(payload) {
-        Ok(body) => body,
-        Err(err) => return dropped(&edge.drops.undecodable, err.label(), subject.as_str(), &err),
+    let decode = |payload| match wire::decode(payload) {
+        Ok(body) => Some(body),
+        Err(err) => {
+            dropped(&edge.drops.undecodable, err.label(), subject.as_str(), &err);
+            None
+        }
     };
+    // The hot path: a subject this node has members for.
     if let Some(target) = edge.hub.target(&subject) {
-        match body {
-            Body::Message(envelope) if envelope.app == target.scope.app.as_str() => {
+        match decode(payload) {
+            Some(Body::Message(envelope)) if envelope.app == target.scope.app.as_str() => {
                 edge.hub.fan_out(&target, &envelope);
             }
-            Body::Control(op) if matches!(target.kind, TargetKind::User(_)) && op.app == target.scope.app.as_str() => {
+            Some(Body::Control(op))
+                if matches!(target.kind, TargetKind::User(_)) && op.app == target.scope.app.as_str() =>
+            {
                 tokio::spawn(control::apply_to_user(Arc::clone(edge), target, op));
             }
-            _ => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+            Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+            None => {}
         }
         return;
     }
-    match edge.hub.config.subjects.parse(subject.as_str()) {
-        Ok(Route::Node(node, app)) if node == edge.hub.config.node => match body {
-            Body::Message(envelope) if envelope.app == app.as_str() => {
+    let route = match edge.hub.config.subjects.parse(subject.as_str()) {
+        Ok(route) => route,
+        Err(err) => return dropped(&edge.drops.unroutable, "bad_subject", subject.as_str(), &err),
+    };
+    match route {
+        Route::Node(node, app) if node == edge.hub.config.node => match decode(payload) {
+            Some(Body::Message(envelope)) if envelope.app == app.as_str() => {
                 let Some(EnvelopeTarget::Connection(id)) = &envelope.target else {
                     return dropped(
                         &edge.drops.foreign,
@@ -73,28 +84,26 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
                         &"node message without a connection",
                     );
                 };
-                match edge.hub.connection(id) {
-                    Some(conn) if conn.scope.app == app => {
-                        edge.hub.deliver_to(&conn, &envelope);
-                    }
-                    // Gone since the api routed it: at-most-once, nothing to do.
-                    _ => {}
+                // A connection gone since the api routed the message: at-most-once, nothing to do.
+                if let Some(conn) = edge.hub.connection(id).filter(|c| c.scope.app == app) {
+                    edge.hub.deliver_to(&conn, &envelope);
                 }
             }
-            Body::Control(op) if op.app == app.as_str() => {
+            Some(Body::Control(op)) if op.app == app.as_str() => {
                 tokio::spawn(control::apply_to_connection(Arc::clone(edge), app, op, reply));
             }
-            _ => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+            Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+            None => {}
         },
-        Ok(Route::Config(app)) => match body {
-            Body::ConfigChange(change) if change.app == app.as_str() => control::apply_config(edge, &app, change),
-            _ => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+        Route::Config(app) => match decode(payload) {
+            Some(Body::ConfigChange(change)) if change.app == app.as_str() => control::apply_config(edge, &app, change),
+            Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+            None => {}
         },
         // A message for a target retired a moment ago: expected, not worth a log line.
-        Ok(Route::Group(..) | Route::User(..) | Route::All(..)) => {
+        Route::Group(..) | Route::User(..) | Route::All(..) => {
             metrics::counter!("signalbox_bus_dropped_packets_total", "kind" => "no_target").increment(1);
         }
-        Ok(route) => dropped(&edge.drops.unroutable, "unroutable", subject.as_str(), &format!("{route:?}")),
-        Err(err) => dropped(&edge.drops.unroutable, "bad_subject", subject.as_str(), &err),
+        route => dropped(&edge.drops.unroutable, "unroutable", subject.as_str(), &format!("{route:?}")),
     }
 }

@@ -3,6 +3,7 @@
 //! - [`NatsServer`]: a `nats-server` with JetStream, per test (or per suite);
 //! - [`TestDatabase`]: a fresh Postgres database per test on the cluster that the test
 //!   command started (`SIGNALBOX_TEST_POSTGRES_URL`), dropped afterwards;
+//! - [`Process`]: a `signalbox` role (or any child) killed on drop, with its stdout lines;
 //! - [`free_port`] and re-exported [`tempfile`].
 //!
 //! The test command (`scripts/test.sh`) provides the binaries and the Postgres cluster; a
@@ -10,9 +11,11 @@
 
 mod nats;
 mod postgres;
+mod process;
 
 pub use nats::NatsServer;
 pub use postgres::TestDatabase;
+pub use process::{Process, signalbox_binary};
 pub use tempfile;
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -1,0 +1,150 @@
+//! A real cluster for tests: a `nats-server`, a Postgres database, `signalbox migrate`, one
+//! `signalbox api` and N `signalbox edge` processes, each on its own free port.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use signalbox_sdk::server::Client;
+use signalbox_test_support::{NatsServer, Process, TestDatabase, signalbox_binary};
+
+use crate::{DEADLINE, TestApp, eventually};
+
+/// A base64 32-byte master key, fixed for tests.
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const ADMIN_TOKEN: &str = "sba_cluster_test_operator_token";
+
+/// One `signalbox` process and where it listens.
+#[derive(Debug)]
+pub struct Node {
+    pub process: Process,
+    pub addr: SocketAddr,
+}
+
+impl Node {
+    fn start(role: &str, name: &str, args: &[String]) -> Self {
+        let mut command = Command::new(signalbox_binary());
+        command.arg(role).args(args).arg("--listen").arg("127.0.0.1:0").env("SIGNALBOX_LOG", "warn");
+        let process = Process::spawn(name, command);
+        let rest = process.wait_for_line(&format!("signalbox {role} listening on http://"), DEADLINE);
+        let addr = rest.trim().parse().unwrap_or_else(|e| panic!("{name}: bad address {rest:?}: {e}"));
+        Self { process, addr }
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/client", self.addr)
+    }
+
+    /// GET /readyz: true on 200.
+    pub async fn is_ready(&self) -> bool {
+        match reqwest::get(format!("{}/readyz", self.http_url())).await {
+            Ok(response) => response.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    /// The node's /metrics, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.http_url())).await.expect("metrics").text().await.expect("text")
+    }
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub db: TestDatabase,
+    pub api: Node,
+    pub edges: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts NATS, migrates a fresh database, starts the api and `edges` edges, and waits
+    /// until every node is ready.
+    pub async fn start(edges: usize) -> Self {
+        let nats = NatsServer::start();
+        let db = TestDatabase::create().await;
+        let status = Command::new(signalbox_binary())
+            .args(["migrate", "--database-url", &db.url()])
+            .env("SIGNALBOX_LOG", "warn")
+            .status()
+            .expect("run signalbox migrate");
+        assert!(status.success(), "signalbox migrate failed");
+        let api = Node::start(
+            "api",
+            "api",
+            &[
+                "--database-url".into(),
+                db.url(),
+                "--nats-url".into(),
+                nats.url(),
+                "--admin-token".into(),
+                ADMIN_TOKEN.into(),
+                "--master-key".into(),
+                MASTER_KEY.into(),
+            ],
+        );
+        let edges = (0..edges).map(|i| Self::start_edge(&nats, i)).collect();
+        let cluster = Self { nats, db, api, edges };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    fn start_edge(nats: &NatsServer, index: usize) -> Node {
+        let node_id = format!("edge{index:04}");
+        Node::start(
+            "edge",
+            &format!("edge {index}"),
+            &["--nats-url".into(), nats.url(), "--node-id".into(), node_id, "--heartbeat-seconds".into(), "5".into()],
+        )
+    }
+
+    /// Waits until the api and every edge answer /readyz with 200.
+    pub async fn wait_ready(&self) {
+        eventually("every node to be ready", || async {
+            for node in std::iter::once(&self.api).chain(&self.edges) {
+                if !node.is_ready().await {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+
+    pub fn operator(&self) -> Client {
+        Client::new(&self.api.http_url(), ADMIN_TOKEN).expect("client")
+    }
+
+    /// A new tenant with an app and a key; its clients connect to edge 0 unless told otherwise.
+    pub async fn app_with(&self, settings: Value) -> TestApp {
+        let tenant = self.operator().create_tenant("cluster tenant").await.expect("create tenant");
+        let tenant_client = self.operator().with_bearer(&tenant.token);
+        let app = tenant_client.create_app("cluster app", settings).await.expect("create app");
+        let key = tenant_client.create_key(&app.id, None, None).await.expect("create key");
+        TestApp {
+            id: app.id,
+            ws_url: self.edges[0].ws_url(),
+            tenant: tenant_client.clone(),
+            backend: tenant_client.with_bearer(&key.credential),
+            key_id: key.key.id,
+            secret: key.secret,
+        }
+    }
+
+    pub async fn app(&self) -> TestApp {
+        self.app_with(Value::Null).await
+    }
+
+    /// The same app, with clients connecting to edge `index`.
+    pub fn on_edge(&self, app: &TestApp, index: usize) -> TestApp {
+        TestApp { ws_url: self.edges[index].ws_url(), ..app.clone() }
+    }
+}
+
+/// How long a config change may take to reach every edge (the documented bound).
+pub const PROPAGATION_BOUND: Duration = Duration::from_secs(5);
