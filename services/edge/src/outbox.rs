@@ -135,13 +135,16 @@ impl Outbox {
 
     /// For the writer: moves every queued frame into `into` (which must be empty), or
     /// returns the close request once nothing is queued, or registers for a wake-up.
+    ///
+    /// The queue and the writer's buffer are swapped, not replaced: under steady traffic the
+    /// two buffers trade places and nothing is allocated per batch.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>, into: &mut VecDeque<Bytes>) -> Poll<Taken> {
         debug_assert!(into.is_empty());
         // Register before looking, so a push between the look and the return still wakes us.
         self.waker.register(cx.waker());
         let mut state = self.state.lock();
         if !state.frames.is_empty() {
-            *into = std::mem::take(&mut state.frames);
+            std::mem::swap(&mut state.frames, into);
             state.bytes = 0;
             return Poll::Ready(Taken::Frames);
         }

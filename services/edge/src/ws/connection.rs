@@ -29,6 +29,8 @@ use crate::session::Session;
 const READ_CHUNK: usize = 8 * 1024;
 /// Frames written per system call at most.
 const MAX_IOVECS: usize = 64;
+/// Queue slots a connection keeps between bursts; bigger buffers are freed once drained.
+const KEPT_QUEUE_SLOTS: usize = 8;
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Extra bytes a frame may carry beyond the app's message limit (the JSON around `data`).
@@ -221,7 +223,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         self.closing = Some(request);
                     }
                     Poll::Pending => {
-                        if self.pending.capacity() > MAX_IOVECS {
+                        if self.pending.capacity() > KEPT_QUEUE_SLOTS {
                             self.pending = VecDeque::new();
                         }
                         return Poll::Pending;

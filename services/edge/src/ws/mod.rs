@@ -82,8 +82,14 @@ pub(crate) async fn upgrade(
             }
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => serve(edge_for_task, parts.io.into_inner(), &parts.read_buf, admitted).await,
-            Err(upgraded) => serve(edge_for_task, TokioIo::new(upgraded), &[], admitted).await,
+            // `read_buf` may share hyper's whole read buffer: keep a copy of the (usually zero)
+            // bytes the client sent early, not the buffer, for the connection's lifetime.
+            Ok(parts) => {
+                let prefix = parts.read_buf.to_vec();
+                drop(parts.read_buf);
+                serve(edge_for_task, parts.io.into_inner(), prefix, admitted).await;
+            }
+            Err(upgraded) => serve(edge_for_task, TokioIo::new(upgraded), Vec::new(), admitted).await,
         }
     });
 
@@ -217,7 +223,7 @@ async fn admit(edge: &EdgeState, token: Option<&str>) -> Result<Admitted, CloseR
 
 /// Runs an upgraded connection: closes refused ones with their code, attaches and runs
 /// admitted ones.
-async fn serve<S>(edge: Arc<EdgeState>, mut io: S, prefix: &[u8], admitted: Result<Admitted, CloseRequest>)
+async fn serve<S>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Result<Admitted, CloseRequest>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -244,5 +250,7 @@ where
         conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
     }
     tracing::debug!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
-    Connection::new(io, prefix, conn, Arc::clone(&edge.hub), session).run().await;
+    let connection = Connection::new(io, &prefix, conn, Arc::clone(&edge.hub), session);
+    drop(prefix);
+    connection.run().await;
 }
