@@ -60,6 +60,8 @@ enum Command {
     Baseline,
     /// Every scenario, in order.
     All,
+    /// Drive a Signalbox that is already running: N connections, groups, a fixed rate or flat out.
+    Run(scenario::custom::RunArgs),
     /// (internal) A client process of the 100k scenario.
     Worker(scenario::hundred_k::WorkerArgs),
     /// (internal) The minimal broadcast server of the baseline.
@@ -130,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
     let reports = match cli.command {
         Command::Worker(args) => return scenario::hundred_k::worker(args).await,
         Command::BaselineServer => return baseline::serve().await,
+        Command::Run(args) => scenario::custom::run(args).await?,
         Command::Idle => scenario::idle::run(&bins, quick).await?,
         Command::Fanout => scenario::fanout::run(&bins, quick, false).await?,
         Command::Groups => scenario::groups::run(&bins, quick).await?,

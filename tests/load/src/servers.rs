@@ -153,7 +153,11 @@ pub(crate) struct BenchApp {
 impl BenchApp {
     /// Creates a tenant, an app without limits in the way, and a key.
     pub(crate) async fn create(api: &str) -> anyhow::Result<Self> {
-        let operator = Client::new(api, ADMIN_TOKEN)?;
+        Self::create_with_operator(api, ADMIN_TOKEN).await
+    }
+
+    pub(crate) async fn create_with_operator(api: &str, operator_token: &str) -> anyhow::Result<Self> {
+        let operator = Client::new(api, operator_token)?;
         let tenant = operator.create_tenant("bench").await?;
         let tenant = operator.with_bearer(&tenant.token);
         let limits = json!({"limits": {"max_connections": 1_000_000, "client_publish_rate": 10_000, "client_publish_burst": 10_000}});

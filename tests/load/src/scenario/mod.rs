@@ -1,6 +1,7 @@
 //! The benchmark scenarios, one module each.
 
 pub(crate) mod cluster;
+pub(crate) mod custom;
 pub(crate) mod fanout;
 pub(crate) mod groups;
 pub(crate) mod hundred_k;
