@@ -11,6 +11,7 @@
 //! | `{root}.n.{node}.{app}` | connection messages, control, queries | that edge, always (`{root}.n.{node}.*`) |
 //! | `{root}.a.{app}.{op}` | edge → api requests (keys, user groups) | every api node, as a queue group |
 //! | `{root}.c.{app}` | config changes (key revoked, settings) | every edge and api node (`{root}.c.*`) |
+//! | `{root}.h.{app}.{hub}.g.{group}` | group messages to store (history) | the app's history stream, which republishes each stored message on the group's `m` subject |
 //!
 //! Names (groups, users) are encoded into one token: `[A-Za-z0-9_-]` stays as it is and
 //! every other byte becomes `~XX` (upper-case hex). The encoding is injective, so no name can
@@ -174,6 +175,32 @@ impl Subjects {
         self.make(format_args!("c.*"))
     }
 
+    /// Where a message to a group with history is stored.
+    pub fn history(&self, scope: &Scope, group: &GroupName) -> Subject {
+        self.make(format_args!("h.{}.{}.g.{}", scope.app, scope.hub, encode_token(group.as_str())))
+    }
+
+    /// Every history subject of an app (the subjects of its history stream).
+    pub fn history_pattern(&self, app: &AppId) -> Subject {
+        self.make(format_args!("h.{app}.>"))
+    }
+
+    /// Where an app's stored messages are republished: its live message subjects.
+    pub fn live_pattern(&self, app: &AppId) -> Subject {
+        self.make(format_args!("m.{app}.>"))
+    }
+
+    /// The live subject of a history subject (`…h.{app}…` → `…m.{app}…`).
+    pub fn live_of_history(&self, history: &Subject) -> Option<Subject> {
+        let rest = history.as_str().strip_prefix(&*self.root)?.strip_prefix(".h.")?;
+        Some(Subject(Arc::from(format!("{}.m.{rest}", self.root))))
+    }
+
+    /// A name for per-deployment resources (streams, buckets): the root with dots replaced.
+    pub fn resource_prefix(&self) -> String {
+        self.root.replace('.', "_")
+    }
+
     /// Parses a concrete subject back into what it addresses.
     pub fn parse(&self, subject: &str) -> Result<Route, SubjectError> {
         let unknown = || SubjectError::Unknown(subject.to_owned());
@@ -295,6 +322,12 @@ mod tests {
         assert!(s.node(&node, &app).matches(&s.node_pattern(&node)));
         assert!(s.config(&app).matches(&s.config_pattern()));
         assert!(!s.config(&app).matches(&s.node_pattern(&node)));
+        let group = GroupName::new("a.b").expect("valid");
+        let history = s.history(&hub, &group);
+        assert!(history.matches(&s.history_pattern(&app)));
+        assert_eq!(s.live_of_history(&history), Some(s.group(&hub, &group)));
+        assert!(s.group(&hub, &group).matches(&s.live_pattern(&app)));
+        assert_eq!(Subjects::new("prod.sb").resource_prefix(), "prod_sb");
         for bad in
             ["", "test", "other.m.app_1._.all", "test.m.app_1._.nope", "test.m.a.b.c.d.e", "test.m.app_1._.g.~ZZ"]
         {

@@ -201,3 +201,167 @@ pub async fn payloads_arrive_byte_for_byte(bus: impl Bus) {
     assert_eq!(got.payload, encoded);
     assert_eq!(wire::decode(got.payload), Ok(Body::Message(envelope)));
 }
+
+// ---- Journal ------------------------------------------------------------------------------
+
+use signalbox_core::{AppId, GroupName, Scope};
+use signalbox_proto::Subjects;
+
+use crate::journal::{Journal, Retention, continuous};
+use crate::{Claim, Idempotency, Position};
+
+fn group_subjects(app: &AppId, group: &str) -> (Subject, Subject) {
+    let subjects = Subjects::default();
+    let scope = Scope::native(app.clone());
+    let group = GroupName::new(group).expect("group");
+    (subjects.history(&scope, &group), subjects.group(&scope, &group))
+}
+
+fn retention(max_messages: u32) -> Retention {
+    Retention { max_age: Duration::from_secs(600), max_messages }
+}
+
+/// Runs every journal check; `make` returns one node's bus and journal, all nodes sharing
+/// one routing plane.
+pub async fn run_journal<B: Bus, J: Journal>(make: impl Fn() -> (B, J)) {
+    appends_are_positioned_and_delivered_in_order(make()).await;
+    each_group_has_its_own_chain(make()).await;
+    repeats_are_recognised(make()).await;
+    reads_return_what_is_kept(make()).await;
+    racing_appenders_keep_an_exact_chain(make(), make()).await;
+}
+
+pub async fn appends_are_positioned_and_delivered_in_order<B: Bus, J: Journal>((bus, journal): (B, J)) {
+    let app = AppId::generate();
+    let (history, live) = group_subjects(&app, "room");
+    let (interest, mut inbox) = bus.open_inbox();
+    interest.subscribe(live.clone(), None).await.expect("subscribe");
+    let mut positions = Vec::new();
+    for i in 0..5u8 {
+        let appended = journal
+            .append(&app, retention(100), history.clone(), Bytes::from(vec![i]), format!("m{i}"))
+            .await
+            .expect("append");
+        assert!(!appended.duplicate);
+        positions.push(appended.seq);
+    }
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions increase: {positions:?}");
+    let mut previous = 0;
+    for (i, seq) in positions.iter().enumerate() {
+        let d = next(&mut inbox).await;
+        assert_eq!((d.subject.as_str(), &d.payload[..]), (live.as_str(), &[i as u8][..]), "in order");
+        assert_eq!(d.position, Some(Position { seq: *seq, previous }), "live delivery carries its position");
+        previous = *seq;
+    }
+}
+
+pub async fn each_group_has_its_own_chain<B: Bus, J: Journal>((_bus, journal): (B, J)) {
+    let app = AppId::generate();
+    let (a, _) = group_subjects(&app, "a");
+    let (b, _) = group_subjects(&app, "b");
+    let a1 = journal.append(&app, retention(100), a.clone(), Bytes::from_static(b"a1"), "a1".into()).await.expect("a1");
+    let b1 = journal.append(&app, retention(100), b.clone(), Bytes::from_static(b"b1"), "b1".into()).await.expect("b1");
+    let a2 = journal.append(&app, retention(100), a.clone(), Bytes::from_static(b"a2"), "a2".into()).await.expect("a2");
+    let read = journal.read(&app, &a, 0, 10).await.expect("read");
+    let positions: Vec<Position> = read.iter().map(|s| s.position).collect();
+    assert_eq!(positions, vec![Position { seq: a1.seq, previous: 0 }, Position { seq: a2.seq, previous: a1.seq }]);
+    assert!(b1.seq > a1.seq && b1.seq < a2.seq, "one order per app");
+    assert_eq!(journal.read(&app, &b, 0, 10).await.expect("read")[0].position, Position { seq: b1.seq, previous: 0 });
+}
+
+pub async fn repeats_are_recognised<B: Bus, J: Journal>((bus, journal): (B, J)) {
+    let app = AppId::generate();
+    let (history, live) = group_subjects(&app, "room");
+    let (interest, mut inbox) = bus.open_inbox();
+    interest.subscribe(live.clone(), None).await.expect("subscribe");
+    let first = journal
+        .append(&app, retention(100), history.clone(), Bytes::from_static(b"x"), "same".into())
+        .await
+        .expect("append");
+    let again = journal
+        .append(&app, retention(100), history.clone(), Bytes::from_static(b"x"), "same".into())
+        .await
+        .expect("append");
+    assert_eq!((again.seq, again.duplicate), (first.seq, true));
+    let marker =
+        journal.append(&app, retention(100), history, Bytes::from_static(b"m"), "marker".into()).await.expect("marker");
+    assert_eq!(next(&mut inbox).await.payload, Bytes::from_static(b"x"));
+    let d = next(&mut inbox).await;
+    assert_eq!(
+        d.position.map(|p| (p.seq, p.previous)),
+        Some((marker.seq, first.seq)),
+        "delivered once; the chain skips nothing"
+    );
+}
+
+pub async fn reads_return_what_is_kept<B: Bus, J: Journal>((_bus, journal): (B, J)) {
+    let app = AppId::generate();
+    let (history, _) = group_subjects(&app, "room");
+    let mut seqs = Vec::new();
+    for i in 0..5u8 {
+        let a = journal
+            .append(&app, retention(3), history.clone(), Bytes::from(vec![i]), format!("r{i}"))
+            .await
+            .expect("append");
+        seqs.push(a.seq);
+    }
+    let kept = journal.read(&app, &history, 0, 100).await.expect("read");
+    assert_eq!(kept.iter().map(|s| s.position.seq).collect::<Vec<_>>(), seqs[2..], "the newest 3");
+    assert_eq!(kept[0].position.previous, seqs[1], "the oldest kept one still names its predecessor");
+    let first = journal.first_position(&app).await.expect("first");
+    assert!(!continuous(0, kept.first(), first), "from the start: two expired");
+    assert!(continuous(seqs[1], kept.first(), first), "after the second: nothing missed");
+    let after = journal.read(&app, &history, seqs[2], 1).await.expect("read");
+    assert_eq!(after.iter().map(|s| s.position.seq).collect::<Vec<_>>(), [seqs[3]], "after a position, limited");
+    assert!(journal.read(&app, &history, seqs[4], 10).await.expect("read").is_empty());
+    assert!(continuous(seqs[4], None, first), "up to date");
+    let (other, _) = group_subjects(&app, "nobody");
+    assert!(journal.read(&app, &other, 0, 10).await.expect("read").is_empty());
+    journal.remove(&app).await.expect("remove");
+    assert!(journal.read(&app, &history, 0, 10).await.expect("read").is_empty(), "removed");
+}
+
+pub async fn racing_appenders_keep_an_exact_chain<B: Bus, J: Journal>((_bus_a, a): (B, J), (_bus_b, b): (B, J)) {
+    let app = AppId::generate();
+    let (history, _) = group_subjects(&app, "contested");
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut tasks = Vec::new();
+    for (node, journal) in [("a", Arc::clone(&a)), ("b", Arc::clone(&b))] {
+        let history = history.clone();
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let id = format!("{node}{i}");
+                journal
+                    .append(&app, retention(1000), history.clone(), Bytes::from(id.clone()), id)
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("appender");
+    }
+    let stored = a.read(&app, &history, 0, 1000).await.expect("read");
+    assert_eq!(stored.len(), 100, "every append stored once");
+    let mut previous = 0;
+    for s in &stored {
+        assert_eq!(s.position.previous, previous, "each message names the one before it");
+        previous = s.position.seq;
+    }
+}
+
+// ---- Idempotency ----------------------------------------------------------------------------
+
+/// One key, claimed by two nodes.
+pub async fn run_idempotency<I: Idempotency>(first: I, second: I) {
+    let key = format!("conf.{}", signalbox_core::ids::random_token(12));
+    assert_eq!(first.claim(&key).await.expect("claim"), Claim::First);
+    assert_eq!(second.claim(&key).await.expect("claim"), Claim::InProgress, "seen by the other node");
+    first.complete(&key, Bytes::from_static(b"{\"id\":\"m1\"}")).await.expect("complete");
+    assert_eq!(second.claim(&key).await.expect("claim"), Claim::Done(Bytes::from_static(b"{\"id\":\"m1\"}")));
+    let failed = format!("conf.{}", signalbox_core::ids::random_token(12));
+    assert_eq!(first.claim(&failed).await.expect("claim"), Claim::First);
+    first.release(&failed).await.expect("release");
+    assert_eq!(second.claim(&failed).await.expect("claim"), Claim::First, "a released key can be retried");
+}

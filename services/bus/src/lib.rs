@@ -3,8 +3,12 @@
 //! # Layout
 //! - this file: the trait, its contract, and the types it speaks in;
 //! - [`local`]: [`LocalBus`], the in-process bus of the single-node embedded mode;
-//! - `nats`: `NatsBus`, core NATS subjects for a cluster (added with cluster mode);
-//! - [`conformance`] (feature `conformance`): the one suite every implementation passes.
+//! - [`nats`]: [`NatsBus`], core NATS subjects for a cluster;
+//! - [`journal`]: the [`Journal`] trait — group history, positions assigned where order is
+//!   decided — on JetStream and in process;
+//! - [`idempotency`]: the [`Idempotency`] trait — one answer per `Idempotency-Key`, across api
+//!   nodes — on a JetStream key-value bucket and in process;
+//! - [`conformance`] (feature `conformance`): the suites every implementation passes.
 //!
 //! # Contract
 //! - **publish** hands a message to the routing plane. `Ok` means the plane took it; each
@@ -36,9 +40,13 @@ use tokio::sync::{mpsc, oneshot};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod idempotency;
+pub mod journal;
 pub mod local;
 pub mod nats;
 
+pub use idempotency::{Claim, Idempotency, LocalIdempotency, NatsIdempotency};
+pub use journal::{Appended, Journal, LocalJournal, NatsJournal, Retention, Stored};
 pub use local::LocalBus;
 pub use nats::{NatsBus, NatsConfig};
 
@@ -98,6 +106,18 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Present when the sender is waiting for a reply ([`Bus::request`]).
     pub reply: Option<ReplyTo>,
+    /// Present when the message comes from a [`Journal`]: where it was stored.
+    pub position: Option<Position>,
+}
+
+/// Where a stored message sits in its group's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The message's position: increasing, assigned when it was stored.
+    pub seq: u64,
+    /// The position of the group's previous message (0 for its first): the live stream is
+    /// gapless exactly when each message's `previous` is the last one seen.
+    pub previous: u64,
 }
 
 /// Where to send the reply to a request.

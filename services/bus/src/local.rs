@@ -81,6 +81,23 @@ impl LocalBus {
     }
 }
 
+impl LocalBus {
+    /// Delivers a stored message with its position (the [`LocalJournal`](crate::LocalJournal)'s
+    /// "republish"). Same routing as [`Bus::publish`].
+    pub(crate) async fn publish_positioned(&self, subject: Subject, payload: Bytes, position: crate::Position) {
+        for route in self.routes_for(&subject) {
+            let delivery = Delivery {
+                subscription: route.id,
+                subject: subject.clone(),
+                payload: payload.clone(),
+                reply: None,
+                position: Some(position),
+            };
+            let _ = route.sink.send(delivery).await;
+        }
+    }
+}
+
 impl Bus for LocalBus {
     fn publish(&self, subject: Subject, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
         let routes = self.routes_for(&subject);
@@ -91,6 +108,7 @@ impl Bus for LocalBus {
                     subject: subject.clone(),
                     payload: payload.clone(),
                     reply: None,
+                    position: None,
                 };
                 // A closed inbox is a subscriber that went away: nothing to deliver to.
                 let _ = route.sink.send(delivery).await;
@@ -104,8 +122,13 @@ impl Bus for LocalBus {
         Box::pin(async move {
             let route = route.ok_or(BusError::NoResponders)?;
             let (tx, rx) = oneshot::channel();
-            let delivery =
-                Delivery { subscription: route.id, subject, payload, reply: Some(ReplyTo(ReplyRoute::Local(tx))) };
+            let delivery = Delivery {
+                subscription: route.id,
+                subject,
+                payload,
+                reply: Some(ReplyTo(ReplyRoute::Local(tx))),
+                position: None,
+            };
             route.sink.send(delivery).await.map_err(|_| BusError::NoResponders)?;
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(reply)) => Ok(reply),

@@ -137,6 +137,12 @@ fn log_event(name: &str, event: &Event) {
     }
 }
 
+/// The position JetStream's republish puts in a stored message's headers.
+fn position_of(headers: &async_nats::HeaderMap) -> Option<crate::Position> {
+    let number = |name: &str| headers.get(name).and_then(|v| v.as_str().parse::<u64>().ok());
+    Some(crate::Position { seq: number("Nats-Sequence")?, previous: number("Nats-Last-Sequence")? })
+}
+
 fn to_nats_subject(subject: &Subject) -> async_nats::Subject {
     async_nats::Subject::from(subject.as_str())
 }
@@ -232,7 +238,8 @@ impl Interest for NatsInterest {
                     };
                     let reply =
                         message.reply.map(|reply| ReplyTo(ReplyRoute::Nats { client: client.clone(), subject: reply }));
-                    let delivery = Delivery { subscription: id, subject, payload: message.payload, reply };
+                    let position = message.headers.as_ref().and_then(position_of);
+                    let delivery = Delivery { subscription: id, subject, payload: message.payload, reply, position };
                     if sink.send(delivery).await.is_err() {
                         break;
                     }

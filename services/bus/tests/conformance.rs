@@ -1,6 +1,9 @@
 //! The one Bus conformance suite, against both implementations.
 
-use signalbox_bus::{LocalBus, NatsBus, NatsConfig, conformance};
+use signalbox_bus::{
+    LocalBus, LocalIdempotency, LocalJournal, NatsBus, NatsConfig, NatsIdempotency, NatsJournal, conformance,
+};
+use signalbox_proto::Subjects;
 use signalbox_test_support::NatsServer;
 
 #[tokio::test]
@@ -75,4 +78,40 @@ async fn nats_outages_fail_loudly_and_subscriptions_come_back() {
         assert_eq!(delivery.subject, subject);
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), inbox.recv()).await {}
     }
+}
+
+#[tokio::test]
+async fn local_journal_conforms() {
+    let bus = LocalBus::new();
+    let journal = LocalJournal::new(bus.clone(), Subjects::default());
+    conformance::run_journal(|| (bus.clone(), journal.clone())).await;
+}
+
+#[tokio::test]
+async fn nats_journal_conforms() {
+    let server = NatsServer::start();
+    let config = NatsConfig::new(server.url(), "journal");
+    let mut nodes = Vec::new();
+    for _ in 0..6 {
+        let bus = NatsBus::connect(&config).await.expect("connect");
+        bus.wait_connected(std::time::Duration::from_secs(10)).await.expect("connected");
+        let journal = NatsJournal::new(&bus, Subjects::default());
+        nodes.push((bus, journal));
+    }
+    let nodes = std::sync::Mutex::new(nodes);
+    conformance::run_journal(|| nodes.lock().expect("lock").pop().expect("a node per check")).await;
+}
+
+#[tokio::test]
+async fn idempotency_conforms() {
+    let local = LocalIdempotency::new();
+    conformance::run_idempotency(local.clone(), local).await;
+    let server = NatsServer::start();
+    let config = NatsConfig::new(server.url(), "idempotency");
+    let a = NatsBus::connect(&config).await.expect("connect");
+    let b = NatsBus::connect(&config).await.expect("connect");
+    for bus in [&a, &b] {
+        bus.wait_connected(std::time::Duration::from_secs(10)).await.expect("connected");
+    }
+    conformance::run_idempotency(NatsIdempotency::new(&a, "sb"), NatsIdempotency::new(&b, "sb")).await;
 }

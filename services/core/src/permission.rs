@@ -120,7 +120,7 @@ impl Permissions {
 /// Matches `text` against `pattern` where `*` stands for any run of bytes. Iterative with
 /// one backtrack point, so it runs in O(len(pattern) * len(text)) at worst — no
 /// exponential blow-up on hostile patterns like `*a*a*a*a*b`.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while t < text.len() {

@@ -13,6 +13,40 @@ use utoipa::ToSchema;
 #[serde(default, deny_unknown_fields)]
 pub struct AppSettings {
     pub limits: Limits,
+    pub history: HistorySettings,
+}
+
+/// Which groups keep history, and for how long. Messages to those groups are stored before
+/// they are delivered, carry a position, and can be recovered by a client that reconnects
+/// within the retention window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySettings {
+    /// Group name patterns (`*` matches any run of characters), such as `room-*`. None by default.
+    pub groups: Vec<String>,
+    /// How long a message is kept, in seconds.
+    #[schema(default = 300, minimum = 1, maximum = 604800)]
+    pub max_age_seconds: u32,
+    /// How many messages are kept per group (the oldest go first).
+    #[schema(default = 1000, minimum = 1, maximum = 100000)]
+    pub max_messages: u32,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        Self { groups: Vec::new(), max_age_seconds: 300, max_messages: 1000 }
+    }
+}
+
+impl HistorySettings {
+    /// Whether messages to `group` are kept.
+    pub fn keeps(&self, group: &crate::GroupName) -> bool {
+        self.groups.iter().any(|pattern| crate::permission::glob_match(pattern.as_bytes(), group.as_str().as_bytes()))
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        !self.groups.is_empty()
+    }
 }
 
 /// Resource limits of one app. Exceeding one gets a documented error reply or close code.
@@ -55,6 +89,9 @@ pub mod caps {
     pub const MAX_GROUPS_PER_CONNECTION: u32 = 1_000;
     pub const CLIENT_PUBLISH_RATE: u32 = 10_000;
     pub const CLIENT_PUBLISH_BURST: u32 = 10_000;
+    pub const HISTORY_MAX_AGE_SECONDS: u32 = 7 * 24 * 3600;
+    pub const HISTORY_MAX_MESSAGES: u32 = 100_000;
+    pub const HISTORY_PATTERNS: usize = 100;
 }
 
 /// A setting out of its allowed range, or settings that do not parse.
@@ -64,6 +101,8 @@ pub enum SettingsError {
     OutOfRange { field: &'static str, min: u64, max: u64 },
     #[error("settings are not valid: {0}")]
     Malformed(#[from] serde_json::Error),
+    #[error("history.groups: a pattern must be 1-1024 characters without control characters")]
+    InvalidPattern,
 }
 
 impl AppSettings {
@@ -75,6 +114,19 @@ impl AppSettings {
         check("limits.max_groups_per_connection", l.max_groups_per_connection, caps::MAX_GROUPS_PER_CONNECTION)?;
         check("limits.client_publish_rate", l.client_publish_rate, caps::CLIENT_PUBLISH_RATE)?;
         check("limits.client_publish_burst", l.client_publish_burst, caps::CLIENT_PUBLISH_BURST)?;
+        let h = &self.history;
+        check("history.max_age_seconds", h.max_age_seconds, caps::HISTORY_MAX_AGE_SECONDS)?;
+        check("history.max_messages", h.max_messages, caps::HISTORY_MAX_MESSAGES)?;
+        if h.groups.len() > caps::HISTORY_PATTERNS {
+            return Err(SettingsError::OutOfRange {
+                field: "history.groups",
+                min: 0,
+                max: caps::HISTORY_PATTERNS as u64,
+            });
+        }
+        if h.groups.iter().any(|p| p.is_empty() || p.len() > 1024 || p.chars().any(char::is_control)) {
+            return Err(SettingsError::InvalidPattern);
+        }
         Ok(())
     }
 
@@ -142,6 +194,24 @@ mod tests {
         // null resets to the default
         let reset = patched.merge_patch(&json!({"limits": {"max_connections": null}})).expect("valid");
         assert_eq!(reset.limits.max_connections, 10_000);
+    }
+
+    #[test]
+    fn history_patterns_choose_groups() {
+        let s =
+            AppSettings::default().merge_patch(&json!({"history": {"groups": ["room-*", "exact"]}})).expect("valid");
+        let g = |n: &str| crate::GroupName::new(n).expect("group");
+        assert!(s.history.keeps(&g("room-1")) && s.history.keeps(&g("exact")));
+        assert!(!s.history.keeps(&g("lobby")) && !s.history.keeps(&g("exactly")));
+        assert!(!AppSettings::default().history.is_enabled());
+        assert!(matches!(
+            AppSettings::default().merge_patch(&json!({"history": {"groups": [""]}})),
+            Err(SettingsError::InvalidPattern)
+        ));
+        assert!(matches!(
+            AppSettings::default().merge_patch(&json!({"history": {"max_age_seconds": 0}})),
+            Err(SettingsError::OutOfRange { .. })
+        ));
     }
 
     #[test]
