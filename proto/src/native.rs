@@ -42,8 +42,10 @@ pub struct ClientRequest {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientCommand {
+    /// `since`: the last position the client saw in this group, to recover what it missed.
     Join {
         group: GroupName,
+        since: Option<u64>,
     },
     Leave {
         group: GroupName,
@@ -83,6 +85,8 @@ struct GroupArgs<'a> {
     _id: Option<ReplyId>,
     #[serde(borrow)]
     group: Cow<'a, str>,
+    /// Only on join.
+    since: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -138,7 +142,11 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
         "join" | "leave" => {
             let args: GroupArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
             let group = GroupName::new(&*args.group).map_err(invalid_name)?;
-            if kind == "join" { ClientCommand::Join { group } } else { ClientCommand::Leave { group } }
+            match (&*kind, args.since) {
+                ("join", since) => ClientCommand::Join { group, since },
+                (_, None) => ClientCommand::Leave { group },
+                (_, Some(_)) => return Err(fail(ErrorCode::BadRequest, "`since` is only for join".into())),
+            }
         }
         "publish" => {
             let args: PublishArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
@@ -237,6 +245,51 @@ pub fn encode_reply_ok(id: &ReplyId) -> Vec<u8> {
     w.finish()
 }
 
+/// `{"type":"reply","id":…,"position":…}`: a publish to a group with history, stored.
+pub fn encode_reply_position(id: &ReplyId, position: u64) -> Vec<u8> {
+    let mut w = JsonWriter::new(60);
+    w.raw(br#"{"type":"reply","id":"#).value(id).raw(br#","position":"#).number(position).raw(b"}");
+    w.finish()
+}
+
+/// What a recovery found for one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupRecovery {
+    pub group: String,
+    /// True when every message after the client's position was delivered, in order, once.
+    pub recovered: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `{"type":"reply","id":…,"recovered":…}`: a join with `since`, its replay done.
+pub fn encode_reply_recovery(id: &ReplyId, outcome: &GroupRecovery) -> Vec<u8> {
+    let mut w = JsonWriter::new(96);
+    w.raw(br#"{"type":"reply","id":"#).value(id).raw(br#","recovered":"#).value(&outcome.recovered);
+    if let Some(reason) = &outcome.reason {
+        w.raw(br#","reason":"#).string(reason);
+    }
+    w.raw(b"}");
+    w.finish()
+}
+
+/// `{"type":"recovery","recovered":…,"groups":[…]}`: after the replays a connection asked for
+/// at connect; `recovered` is true only if every group recovered.
+pub fn encode_recovery(groups: &[GroupRecovery]) -> Vec<u8> {
+    let mut w = JsonWriter::new(64 + 48 * groups.len());
+    let all = groups.iter().all(|g| g.recovered);
+    w.raw(br#"{"type":"recovery","recovered":"#).value(&all).raw(br#","groups":"#).value(groups).raw(b"}");
+    w.finish()
+}
+
+/// `{"type":"reconnect","reason":…}`: the node is going away; reconnect (elsewhere) now.
+pub fn encode_reconnect(reason: &str) -> Vec<u8> {
+    let mut w = JsonWriter::new(48 + reason.len());
+    w.raw(br#"{"type":"reconnect","reason":"#).string(reason).raw(b"}");
+    w.finish()
+}
+
 /// `{"type":"reply","id":…,"error":{…}}`, or `{"type":"error","error":{…}}` when the request
 /// carried no id — so that no failure is ever silent.
 pub fn encode_error(id: Option<&ReplyId>, code: ErrorCode, message: &str) -> Vec<u8> {
@@ -274,7 +327,13 @@ mod tests {
     fn parses_each_type() {
         let join = parse(r#"{"type":"join","group":"room-1","id":1}"#).expect("join");
         assert_eq!(join.id, Some(ReplyId::Number(1)));
-        assert_eq!(join.command, ClientCommand::Join { group: GroupName::new("room-1").expect("valid") });
+        assert_eq!(join.command, ClientCommand::Join { group: GroupName::new("room-1").expect("valid"), since: None });
+        let resume = parse(r#"{"type":"join","group":"g","since":42}"#).expect("join since");
+        assert!(matches!(resume.command, ClientCommand::Join { since: Some(42), .. }));
+        assert_eq!(
+            parse(r#"{"type":"leave","group":"g","since":4}"#).expect_err("since on leave").code,
+            ErrorCode::BadRequest
+        );
         let leave = parse(r#"{"type":"leave","group":"room-1","id":"a"}"#).expect("leave");
         assert_eq!(leave.id, Some(ReplyId::Text("a".into())));
         let publish = parse(r#"{"type":"publish","group":"g","event":"e","data":{"x":[1,2]}}"#).expect("publish");
@@ -340,5 +399,21 @@ mod tests {
             json!({"type":"error","error":{"code":"bad_request","message":"bad"}})
         );
         assert_eq!(v(encode_pong(None)), json!({"type":"pong"}));
+        assert_eq!(v(encode_reply_position(&ReplyId::Number(1), 9)), json!({"type":"reply","id":1,"position":9}));
+        let lost = GroupRecovery { group: "g".into(), recovered: false, reason: Some("expired".into()) };
+        assert_eq!(
+            v(encode_reply_recovery(&ReplyId::Number(2), &lost)),
+            json!({"type":"reply","id":2,"recovered":false,"reason":"expired"})
+        );
+        let ok = GroupRecovery { group: "h".into(), recovered: true, reason: None };
+        assert_eq!(
+            v(encode_recovery(&[ok.clone(), lost])),
+            json!({"type":"recovery","recovered":false,"groups":[{"group":"h","recovered":true},{"group":"g","recovered":false,"reason":"expired"}]})
+        );
+        assert_eq!(
+            v(encode_recovery(&[ok])),
+            json!({"type":"recovery","recovered":true,"groups":[{"group":"h","recovered":true}]})
+        );
+        assert_eq!(v(encode_reconnect("draining")), json!({"type":"reconnect","reason":"draining"}));
     }
 }

@@ -1,11 +1,13 @@
 //! End-to-end tests of a real Signalbox over real sockets.
 
 mod cluster;
+mod history;
 mod isolation;
 mod lifecycle;
 mod limits;
 mod messaging;
 mod openapi_doc;
 mod protocol_errors;
+mod reliability;
 mod rest_errors;
 mod tokens;

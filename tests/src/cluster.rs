@@ -58,14 +58,30 @@ impl Node {
 pub struct Cluster {
     pub nats: NatsServer,
     pub db: TestDatabase,
+    /// The first api node.
     pub api: Node,
+    /// More api nodes, when asked for.
+    pub more_apis: Vec<Node>,
     pub edges: Vec<Node>,
+}
+
+/// The shape of a test cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub apis: usize,
+    pub edges: usize,
+    /// Extra flags for every edge (`--drain-seconds 2`, …).
+    pub edge_args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts NATS, migrates a fresh database, starts the api and `edges` edges, and waits
     /// until every node is ready.
     pub async fn start(edges: usize) -> Self {
+        Self::start_shaped(Shape { apis: 1, edges, edge_args: Vec::new() }).await
+    }
+
+    pub async fn start_shaped(shape: Shape) -> Self {
         let nats = NatsServer::start();
         let db = TestDatabase::create().await;
         let status = Command::new(signalbox_binary())
@@ -74,39 +90,47 @@ impl Cluster {
             .status()
             .expect("run signalbox migrate");
         assert!(status.success(), "signalbox migrate failed");
-        let api = Node::start(
-            "api",
-            "api",
-            &[
-                "--database-url".into(),
-                db.url(),
-                "--nats-url".into(),
-                nats.url(),
-                "--admin-token".into(),
-                ADMIN_TOKEN.into(),
-                "--master-key".into(),
-                MASTER_KEY.into(),
-            ],
-        );
-        let edges = (0..edges).map(|i| Self::start_edge(&nats, i)).collect();
-        let cluster = Self { nats, db, api, edges };
+        let api_args = [
+            "--database-url".into(),
+            db.url(),
+            "--nats-url".into(),
+            nats.url(),
+            "--admin-token".into(),
+            ADMIN_TOKEN.into(),
+            "--master-key".into(),
+            MASTER_KEY.into(),
+        ];
+        let api = Node::start("api", "api", &api_args);
+        let more_apis = (1..shape.apis.max(1)).map(|i| Node::start("api", &format!("api {i}"), &api_args)).collect();
+        let edges = (0..shape.edges).map(|i| Self::start_edge(&nats, i, &shape.edge_args)).collect();
+        let cluster = Self { nats, db, api, more_apis, edges };
         cluster.wait_ready().await;
         cluster
     }
 
-    fn start_edge(nats: &NatsServer, index: usize) -> Node {
+    fn start_edge(nats: &NatsServer, index: usize, extra: &[String]) -> Node {
         let node_id = format!("edge{index:04}");
-        Node::start(
-            "edge",
-            &format!("edge {index}"),
-            &["--nats-url".into(), nats.url(), "--node-id".into(), node_id, "--heartbeat-seconds".into(), "5".into()],
-        )
+        let mut args = vec![
+            "--nats-url".into(),
+            nats.url(),
+            "--node-id".into(),
+            node_id,
+            "--heartbeat-seconds".into(),
+            "5".into(),
+        ];
+        args.extend_from_slice(extra);
+        Node::start("edge", &format!("edge {index}"), &args)
     }
 
-    /// Waits until the api and every edge answer /readyz with 200.
+    /// Every api node's REST URL.
+    pub fn api_urls(&self) -> Vec<String> {
+        std::iter::once(&self.api).chain(&self.more_apis).map(Node::http_url).collect()
+    }
+
+    /// Waits until every api and every edge answer /readyz with 200.
     pub async fn wait_ready(&self) {
         eventually("every node to be ready", || async {
-            for node in std::iter::once(&self.api).chain(&self.edges) {
+            for node in std::iter::once(&self.api).chain(&self.more_apis).chain(&self.edges) {
                 if !node.is_ready().await {
                     return None;
                 }

@@ -52,6 +52,11 @@ impl Signalbox {
         Self::start_with(|_| {}).await
     }
 
+    /// Wraps a server the test started itself (on an address and data dir of its choosing).
+    pub fn attach(server: Embedded) -> Self {
+        Self { server, _dir: TempDir::new().expect("temp dir") }
+    }
+
     /// Starts with a tweak of the default config (heartbeats, queue limits…).
     pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Self {
         let dir = TempDir::new().expect("temp dir");

@@ -3,7 +3,8 @@
 //! - [`server`]: the REST API — tenants, apps, keys, tokens, publishing, groups and
 //!   connections — for a tenant's backend (or an operator);
 //! - [`token`]: signing client tokens locally, without a REST call;
-//! - [`realtime`]: a client connection: join, leave, publish, receive.
+//! - [`realtime`]: one client connection: join, leave, publish, receive, recover;
+//! - [`reconnecting`]: a client that stays connected and resumes what it missed.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,6 +15,7 @@
 //! ```
 
 pub mod realtime;
+pub mod reconnecting;
 pub mod server;
 pub mod token;
 

@@ -47,10 +47,28 @@ pub struct ServerError {
     pub message: String,
 }
 
+/// What a recovery found for one group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GroupRecovery {
+    pub group: String,
+    /// True when every message after the position given was delivered, in order, once.
+    pub recovered: bool,
+    pub reason: Option<String>,
+}
+
 /// Something the server sent that was not a reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Message(Message),
+    /// The replays asked for at connect are done (`recovered` only if every group recovered).
+    Recovery {
+        recovered: bool,
+        groups: Vec<GroupRecovery>,
+    },
+    /// The node is going away: reconnect now (the close follows).
+    Reconnect {
+        reason: String,
+    },
     /// An error for a request that had no id.
     Error(ServerError),
     Pong,
@@ -59,6 +77,13 @@ pub enum Event {
         code: u16,
         reason: String,
     },
+}
+
+/// Options of a connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Groups to recover, with the last position seen in each (a message's `seq`).
+    pub recover: std::collections::BTreeMap<String, u64>,
 }
 
 /// Why connecting failed.
@@ -106,7 +131,7 @@ impl RequestError {
 }
 
 /// Requests waiting for their reply, by id. A mutex held only to insert or take one entry.
-type Replies = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<(), ServerError>>>>>;
+type Replies = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value, ServerError>>>>>;
 
 /// One client connection.
 #[derive(Debug)]
@@ -129,8 +154,19 @@ struct Frame {
 impl Connection {
     /// Connects to `ws://HOST:PORT/client` with a client token.
     pub async fn connect(url: &str, token: &str) -> Result<Self, ConnectError> {
+        Self::connect_with(url, token, &ConnectOptions::default()).await
+    }
+
+    /// Connects, asking to recover groups from the positions in `options`.
+    pub async fn connect_with(url: &str, token: &str, options: &ConnectOptions) -> Result<Self, ConnectError> {
         let separator = if url.contains('?') { '&' } else { '?' };
-        let mut request = format!("{url}{separator}access_token={token}").into_client_request()?;
+        let mut url = format!("{url}{separator}access_token={token}");
+        if !options.recover.is_empty() {
+            let recover = serde_json::to_string(&options.recover).unwrap_or_default();
+            url.push_str("&recover=");
+            url.push_str(&percent_encode(&recover));
+        }
+        let mut request = url.into_client_request()?;
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static(SUBPROTOCOL));
@@ -181,7 +217,12 @@ impl Connection {
     }
 
     /// Sends a request with an id and waits for its reply.
-    pub async fn request(&self, mut frame: serde_json::Map<String, Value>) -> Result<(), RequestError> {
+    pub async fn request(&self, frame: serde_json::Map<String, Value>) -> Result<(), RequestError> {
+        self.request_reply(frame).await.map(|_| ())
+    }
+
+    /// Sends a request with an id and returns the whole reply frame.
+    pub async fn request_reply(&self, mut frame: serde_json::Map<String, Value>) -> Result<Value, RequestError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         frame.insert("id".into(), Value::from(id));
         let (tx, rx) = oneshot::channel();
@@ -192,6 +233,24 @@ impl Connection {
 
     pub async fn join(&self, group: &str) -> Result<(), RequestError> {
         self.request(object(serde_json::json!({"type": "join", "group": group}))).await
+    }
+
+    /// Joins a group and first replays what was stored after position `since`.
+    pub async fn join_since(&self, group: &str, since: u64) -> Result<GroupRecovery, RequestError> {
+        let frame = serde_json::json!({"type": "join", "group": group, "since": since});
+        let reply = self.request_reply(object(frame)).await?;
+        Ok(GroupRecovery {
+            group: group.to_owned(),
+            recovered: reply.get("recovered").and_then(Value::as_bool).unwrap_or(false),
+            reason: reply.get("reason").and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+
+    /// Publishes; for a group with history, returns the message's position.
+    pub async fn publish_stored(&self, group: &str, event: &str, data: Value) -> Result<Option<u64>, RequestError> {
+        let frame = serde_json::json!({"type": "publish", "group": group, "event": event, "data": data});
+        let reply = self.request_reply(object(frame)).await?;
+        Ok(reply.get("position").and_then(Value::as_u64))
     }
 
     pub async fn leave(&self, group: &str) -> Result<(), RequestError> {
@@ -224,13 +283,20 @@ impl Connection {
         self.events.recv().await
     }
 
+    /// Takes the connection's events out, so the connection can be shared for requests while
+    /// another task handles what arrives. Afterwards [`next_event`](Self::next_event) returns None.
+    pub fn take_events(&mut self) -> mpsc::UnboundedReceiver<Event> {
+        let (_, empty) = mpsc::unbounded_channel();
+        std::mem::replace(&mut self.events, empty)
+    }
+
     /// The next delivered message, skipping pongs; `None` once closed.
     pub async fn next_message(&mut self) -> Option<Message> {
         loop {
             match self.next_event().await? {
                 Event::Message(message) => return Some(message),
                 Event::Closed { .. } => return None,
-                Event::Error(_) | Event::Pong => {}
+                Event::Error(_) | Event::Pong | Event::Recovery { .. } | Event::Reconnect { .. } => {}
             }
         }
     }
@@ -240,6 +306,16 @@ impl Connection {
         let frame = CloseFrame { code: WsCloseCode::Normal, reason: "".into() };
         let _ = self.outgoing.send(WsMessage::Close(Some(frame)));
     }
+}
+
+/// Percent-encodes everything but unreserved characters (for a query parameter).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn object(value: Value) -> serde_json::Map<String, Value> {
@@ -302,8 +378,29 @@ fn route(text: &str, events: &mpsc::UnboundedSender<Event>, replies: &Replies) {
         "reply" => {
             let waiter = frame.id.as_ref().and_then(Value::as_u64).and_then(|id| replies.lock().ok()?.remove(&id));
             if let Some(waiter) = waiter {
-                let _ = waiter.send(frame.error.map_or(Ok(()), Err));
+                let reply = match frame.error {
+                    Some(error) => Err(error),
+                    None => Ok(serde_json::from_str(text).unwrap_or(Value::Null)),
+                };
+                let _ = waiter.send(reply);
             }
+        }
+        "recovery" => {
+            #[derive(Deserialize)]
+            struct Recovery {
+                recovered: bool,
+                groups: Vec<GroupRecovery>,
+            }
+            if let Ok(recovery) = serde_json::from_str::<Recovery>(text) {
+                let _ = events.send(Event::Recovery { recovered: recovery.recovered, groups: recovery.groups });
+            }
+        }
+        "reconnect" => {
+            let reason = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default();
+            let _ = events.send(Event::Reconnect { reason });
         }
         "error" => {
             if let Some(error) = frame.error {

@@ -133,11 +133,20 @@ pub struct Message {
     pub data: Value,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// Sent as `Idempotency-Key`: retrying with the same key publishes once.
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
 }
 
 impl Message {
     pub fn new(event: impl Into<String>, data: Value) -> Self {
-        Self { event: event.into(), data, exclude: Vec::new() }
+        Self { event: event.into(), data, exclude: Vec::new(), idempotency_key: None }
+    }
+
+    /// Publishes once per key, however often it is retried (on any api node, for 10 minutes).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
     }
 
     /// Does not deliver to these connections.
@@ -151,6 +160,8 @@ impl Message {
 pub struct Accepted {
     /// The message id.
     pub id: String,
+    /// For a group with history: the message's position.
+    pub position: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -186,6 +197,17 @@ impl Client {
     /// The same client with another credential.
     pub fn with_bearer(&self, bearer: impl Into<String>) -> Self {
         Self { http: self.http.clone(), base: self.base.clone(), bearer: bearer.into() }
+    }
+
+    /// The same credential against another address (another api node). Panics on an invalid URL.
+    pub fn with_base(&self, base_url: &str) -> Self {
+        let base = Url::parse(base_url).unwrap_or_else(|e| panic!("invalid base URL {base_url}: {e}"));
+        Self { http: self.http.clone(), base, bearer: self.bearer.clone() }
+    }
+
+    /// A request with this client's credential, for calls this client has no method for.
+    pub fn http_request(&self, method: Method, segments: &[&str]) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(segments)).bearer_auth(&self.bearer)
     }
 
     /// `segments` are percent-encoded one by one, so names may hold `/`, spaces or anything.
@@ -294,8 +316,11 @@ impl Client {
     }
 
     async fn publish(&self, segments: &[&str], message: &Message) -> Result<Accepted, Error> {
-        let body = serde_json::to_value(message).unwrap_or_default();
-        self.call(Method::POST, segments, Some(&body)).await
+        let mut request = self.http_request(Method::POST, segments).json(message);
+        if let Some(key) = &message.idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        Ok(check(request.send().await?).await?.json().await?)
     }
 
     pub async fn broadcast(&self, app: &str, message: &Message) -> Result<Accepted, Error> {

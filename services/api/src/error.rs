@@ -64,6 +64,8 @@ pub enum ApiError {
     PayloadTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyMismatch,
     /// An edge refused an operation on a connection.
     #[error("{detail}")]
     Refused { code: signalbox_core::ErrorCode, detail: String },
@@ -116,9 +118,11 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MalformedJson(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::InvalidBody(_) | Self::InvalidName(_) | Self::InvalidField { .. } | Self::InvalidSettings(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::InvalidBody(_)
+            | Self::InvalidName(_)
+            | Self::InvalidField { .. }
+            | Self::InvalidSettings(_)
+            | Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) | Self::Refused { .. } => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -143,6 +147,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Conflict(_) | Self::Store(StoreError::Conflict) => "conflict",
             Self::Refused { code, .. } => code.as_str(),
+            Self::IdempotencyMismatch => "idempotency_key_reused",
             Self::Unavailable(_) => "unavailable",
             Self::Store(_) | Self::Internal(_) => "internal",
         }

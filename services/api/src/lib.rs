@@ -17,6 +17,7 @@ mod bus_serve;
 mod cache;
 pub mod crypto;
 pub mod error;
+mod idempotency;
 mod routes;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use signalbox_bus::{Bus, BusError, QueueGroup};
+use signalbox_bus::{Bus, BusError, Idempotency, Journal, QueueGroup};
 use signalbox_core::{AppId, ConnectionId, ErrorCode, Scope, UserId};
 use signalbox_proto::Subjects;
 use signalbox_proto::wire::{
@@ -73,6 +74,8 @@ impl ApiConfig {
 pub(crate) struct ApiState {
     pub(crate) store: Store,
     pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) idempotency: Arc<dyn Idempotency>,
     pub(crate) subjects: Subjects,
     pub(crate) admin_token: String,
     pub(crate) master_key: MasterKey,
@@ -86,11 +89,21 @@ pub struct Api {
     state: Arc<ApiState>,
 }
 
+/// The routing plane as the api uses it: live routing, group history, idempotency.
+#[derive(Debug, Clone)]
+pub struct Plane {
+    pub bus: Arc<dyn Bus>,
+    pub journal: Arc<dyn Journal>,
+    pub idempotency: Arc<dyn Idempotency>,
+}
+
 impl Api {
-    pub fn new(config: ApiConfig, store: Store, bus: Arc<dyn Bus>) -> Self {
+    pub fn new(config: ApiConfig, store: Store, plane: Plane) -> Self {
         let state = ApiState {
             store,
-            bus,
+            bus: plane.bus,
+            journal: plane.journal,
+            idempotency: plane.idempotency,
             subjects: config.subjects,
             admin_token: config.admin_token,
             master_key: config.master_key,

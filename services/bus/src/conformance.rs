@@ -365,3 +365,17 @@ pub async fn run_idempotency<I: Idempotency>(first: I, second: I) {
     first.release(&failed).await.expect("release");
     assert_eq!(second.claim(&failed).await.expect("claim"), Claim::First, "a released key can be retried");
 }
+
+/// An abandoned claim (its node died before completing it) is taken over after the lease;
+/// `first` and `second` share a store whose lease is zero.
+pub async fn run_idempotency_lease<I: Idempotency>(first: I, second: I) {
+    let key = format!("conf.{}", signalbox_core::ids::random_token(12));
+    assert_eq!(first.claim(&key).await.expect("claim"), Claim::First);
+    assert_eq!(second.claim(&key).await.expect("claim"), Claim::First, "the abandoned claim is taken over");
+    second.complete(&key, Bytes::from_static(b"{\"id\":\"m2\"}")).await.expect("complete");
+    assert_eq!(
+        first.claim(&key).await.expect("claim"),
+        Claim::Done(Bytes::from_static(b"{\"id\":\"m2\"}")),
+        "a completed key is never taken over"
+    );
+}

@@ -6,6 +6,9 @@
 //!   or [`release`](Idempotency::release) it on failure so a retry can run. Later callers get the
 //!   stored response ([`Claim::Done`]) or, while the first is still working, [`Claim::InProgress`].
 //! - A key is remembered for the store's window from its claim (at least five minutes).
+//! - A claim not completed within its lease (the node handling it died) may be taken over:
+//!   the next claim after the lease gets [`Claim::First`]. The lease is far longer than any
+//!   request takes; without it, a crash would lock the key for the whole window.
 //!
 //! [`NatsIdempotency`] keeps keys in a JetStream key-value bucket (every api node sees every
 //! claim); [`LocalIdempotency`] keeps them in memory.
@@ -23,6 +26,8 @@ use crate::{BoxFuture, BusError, NatsBus};
 
 /// How long a key is remembered.
 pub const WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How long a claim may stay uncompleted before another request may take it over.
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// The state of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,18 +49,49 @@ pub trait Idempotency: Send + Sync + fmt::Debug + 'static {
     fn release(&self, key: &str) -> BoxFuture<'_, Result<(), BusError>>;
 }
 
-/// An empty value marks a claim whose response is not stored yet.
-const PENDING: Bytes = Bytes::new();
+/// A stored value is a response, or — starting with this byte, which no JSON response starts
+/// with — a pending claim followed by its time (milliseconds since the Unix epoch, big-endian).
+const PENDING: u8 = 0;
 
-#[derive(Debug, Clone, Default)]
+fn pending_since(unix_millis: u64) -> Bytes {
+    let mut value = Vec::with_capacity(9);
+    value.push(PENDING);
+    value.extend_from_slice(&unix_millis.to_be_bytes());
+    Bytes::from(value)
+}
+
+/// When a pending claim was made; `None` if the value is a response.
+fn claimed_at(value: &[u8]) -> Option<u64> {
+    match value {
+        [PENDING, millis @ ..] => Some(millis.try_into().map(u64::from_be_bytes).unwrap_or(0)),
+        _ => None,
+    }
+}
+
+fn now_millis() -> u64 {
+    signalbox_core::clock::unix_micros() / 1000
+}
+
+#[derive(Debug, Clone)]
 pub struct LocalIdempotency {
     /// A mutex held for one map operation.
     keys: Arc<Mutex<HashMap<String, (Bytes, Instant)>>>,
+    lease: Duration,
+}
+
+impl Default for LocalIdempotency {
+    fn default() -> Self {
+        Self::with_lease(LEASE)
+    }
 }
 
 impl LocalIdempotency {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_lease(lease: Duration) -> Self {
+        Self { keys: Arc::default(), lease }
     }
 }
 
@@ -64,11 +100,17 @@ impl Idempotency for LocalIdempotency {
         let mut keys = self.keys.lock();
         let now = Instant::now();
         keys.retain(|_, (_, at)| now.duration_since(*at) < WINDOW);
-        let claim = match keys.get(key) {
-            Some((value, _)) if value.is_empty() => Claim::InProgress,
-            Some((value, _)) => Claim::Done(value.clone()),
+        let claim = match keys.get_mut(key) {
+            Some((value, at)) => match claimed_at(value) {
+                Some(_) if now.duration_since(*at) < self.lease => Claim::InProgress,
+                Some(_) => {
+                    (*value, *at) = (pending_since(now_millis()), now);
+                    Claim::First
+                }
+                None => Claim::Done(value.clone()),
+            },
             None => {
-                keys.insert(key.to_owned(), (PENDING, now));
+                keys.insert(key.to_owned(), (pending_since(now_millis()), now));
                 Claim::First
             }
         };
@@ -94,14 +136,20 @@ pub struct NatsIdempotency {
     bucket: String,
     /// The bucket once opened; opened (and created) on first use.
     store: Arc<tokio::sync::OnceCell<kv::Store>>,
+    lease: Duration,
 }
 
 impl NatsIdempotency {
     pub fn new(bus: &NatsBus, resource_prefix: &str) -> Self {
+        Self::with_lease(bus, resource_prefix, LEASE)
+    }
+
+    pub fn with_lease(bus: &NatsBus, resource_prefix: &str, lease: Duration) -> Self {
         Self {
             js: jetstream::new(bus.client().clone()),
             bucket: format!("{resource_prefix}_IDEMPOTENCY"),
             store: Arc::default(),
+            lease,
         }
     }
 
@@ -119,19 +167,29 @@ impl NatsIdempotency {
 impl Idempotency for NatsIdempotency {
     fn claim(&self, key: &str) -> BoxFuture<'_, Result<Claim, BusError>> {
         let key = key.to_owned();
+        let transport = |e: kv::EntryError| BusError::Transport(Box::new(e));
         Box::pin(async move {
             let store = self.store().await?;
-            match store.create(&key, PENDING).await {
-                Ok(_) => Ok(Claim::First),
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    match store.get(&key).await.map_err(|e| BusError::Transport(Box::new(e)))? {
-                        Some(value) if value.is_empty() => Ok(Claim::InProgress),
-                        Some(value) => Ok(Claim::Done(value)),
-                        // Released between our create and our get: it is ours to handle now.
-                        None => Ok(Claim::InProgress),
-                    }
-                }
-                Err(err) => Err(BusError::Transport(Box::new(err))),
+            let now = now_millis();
+            match store.create(&key, pending_since(now)).await {
+                Ok(_) => return Ok(Claim::First),
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(err) => return Err(BusError::Transport(Box::new(err))),
+            }
+            let entry = store.entry(&key).await.map_err(transport)?;
+            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+                // Released between our create and our read: the releaser's retry may be
+                // claiming it right now; ours comes back as a 409 and retries too.
+                return Ok(Claim::InProgress);
+            };
+            match claimed_at(&entry.value) {
+                None => Ok(Claim::Done(entry.value)),
+                Some(at) if now.saturating_sub(at) < self.lease.as_millis() as u64 => Ok(Claim::InProgress),
+                // Abandoned: take it over, unless another request just did.
+                Some(_) => match store.update(&key, pending_since(now), entry.revision).await {
+                    Ok(_) => Ok(Claim::First),
+                    Err(_) => Ok(Claim::InProgress),
+                },
             }
         })
     }

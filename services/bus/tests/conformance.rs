@@ -1,5 +1,7 @@
 //! The one Bus conformance suite, against both implementations.
 
+use std::time::Duration;
+
 use signalbox_bus::{
     LocalBus, LocalIdempotency, LocalJournal, NatsBus, NatsConfig, NatsIdempotency, NatsJournal, conformance,
 };
@@ -19,7 +21,7 @@ async fn nats_bus_conforms() {
     let mut buses = Vec::new();
     for _ in 0..7 {
         let bus = NatsBus::connect(&config).await.expect("connect");
-        bus.wait_connected(std::time::Duration::from_secs(10)).await.expect("connected");
+        bus.wait_connected(Duration::from_secs(10)).await.expect("connected");
         buses.push(bus);
     }
     let buses = std::sync::Mutex::new(buses);
@@ -31,8 +33,6 @@ async fn nats_bus_conforms() {
 /// again once the server is back.
 #[tokio::test]
 async fn nats_outages_fail_loudly_and_subscriptions_come_back() {
-    use std::time::Duration;
-
     use bytes::Bytes;
     use signalbox_bus::{Bus, BusError};
     use signalbox_proto::Subject;
@@ -94,7 +94,7 @@ async fn nats_journal_conforms() {
     let mut nodes = Vec::new();
     for _ in 0..6 {
         let bus = NatsBus::connect(&config).await.expect("connect");
-        bus.wait_connected(std::time::Duration::from_secs(10)).await.expect("connected");
+        bus.wait_connected(Duration::from_secs(10)).await.expect("connected");
         let journal = NatsJournal::new(&bus, Subjects::default());
         nodes.push((bus, journal));
     }
@@ -106,12 +106,17 @@ async fn nats_journal_conforms() {
 async fn idempotency_conforms() {
     let local = LocalIdempotency::new();
     conformance::run_idempotency(local.clone(), local).await;
+    let abandoning = LocalIdempotency::with_lease(Duration::ZERO);
+    conformance::run_idempotency_lease(abandoning.clone(), abandoning).await;
     let server = NatsServer::start();
     let config = NatsConfig::new(server.url(), "idempotency");
     let a = NatsBus::connect(&config).await.expect("connect");
     let b = NatsBus::connect(&config).await.expect("connect");
     for bus in [&a, &b] {
-        bus.wait_connected(std::time::Duration::from_secs(10)).await.expect("connected");
+        bus.wait_connected(Duration::from_secs(10)).await.expect("connected");
     }
     conformance::run_idempotency(NatsIdempotency::new(&a, "sb"), NatsIdempotency::new(&b, "sb")).await;
+    let (a, b) =
+        (NatsIdempotency::with_lease(&a, "sb", Duration::ZERO), NatsIdempotency::with_lease(&b, "sb", Duration::ZERO));
+    conformance::run_idempotency_lease(a, b).await;
 }

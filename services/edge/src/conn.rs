@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use signalbox_core::{AppSettings, ConnectionId, GroupName, KeyId, Scope, UserId};
 
 use crate::outbox::{CloseRequest, Outbox, Pushed};
+use crate::recoveries::Recoveries;
 use crate::ws::codec;
 
 /// A node-local number for a connection: cheaper to hash and compare than its id.
@@ -73,6 +74,8 @@ pub(crate) struct Conn {
     pub(crate) groups: Mutex<Groups>,
     /// When the last frame arrived, in seconds of the hub's clock (read by the sweeper).
     pub(crate) last_seen: AtomicU32,
+    /// Groups this connection is recovering from history, or has just recovered.
+    pub(crate) recovery: Recoveries,
 }
 
 /// The group list of a connection plus whether it has left the hub.
@@ -99,5 +102,13 @@ impl Conn {
 
     pub(crate) fn group_names(&self) -> Vec<GroupName> {
         self.groups.lock().names.clone()
+    }
+
+    /// Ends the replay of `group` at `replayed_up_to`: queues the live messages held meanwhile
+    /// that the replay did not send.
+    pub(crate) fn finish_recovery(&self, group: &GroupName, replayed_up_to: u64) {
+        self.recovery.finish(group, replayed_up_to, |frame| {
+            self.outbox.push(frame);
+        });
     }
 }

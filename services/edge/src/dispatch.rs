@@ -45,7 +45,7 @@ fn dropped(counter: &AtomicU64, kind: &'static str, subject: &str, detail: &dyn 
 }
 
 fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
-    let Delivery { subject, payload, reply, .. } = delivery;
+    let Delivery { subject, payload, reply, position, .. } = delivery;
     let decode = |payload| match wire::decode(payload) {
         Ok(body) => Some(body),
         Err(err) => {
@@ -56,9 +56,13 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
     // The hot path: a subject this node has members for.
     if let Some(target) = edge.hub.target(&subject) {
         match decode(payload) {
-            Some(Body::Message(envelope)) if envelope.app == target.scope.app.as_str() => {
-                edge.hub.fan_out(&target, &envelope);
-            }
+            Some(Body::Message(envelope)) if envelope.app == target.scope.app.as_str() => match position {
+                // A stored message: in position order, gaps repaired from the journal.
+                Some(position) if target.group().is_some() => edge.hub.deliver_stored(&target, position, envelope),
+                _ => {
+                    edge.hub.fan_out(&target, &envelope);
+                }
+            },
             Some(Body::Control(op))
                 if matches!(target.kind, TargetKind::User(_)) && op.app == target.scope.app.as_str() =>
             {

@@ -25,6 +25,7 @@ pub mod http;
 mod hub;
 mod outbox;
 mod problem;
+mod recoveries;
 mod session;
 mod sweeper;
 mod ws;
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use signalbox_bus::{Bus, BusError};
+use signalbox_bus::{Bus, BusError, Journal};
 use signalbox_core::CloseCode;
 use tokio::task::JoinSet;
 
@@ -70,12 +71,12 @@ pub struct Edge {
 impl Edge {
     /// Starts the node: one dispatcher per worker thread, the node's own subscriptions
     /// (its node subject and config announcements), and the sweeper.
-    pub async fn start(config: EdgeConfig, bus: Arc<dyn Bus>) -> Result<Self, BusError> {
+    pub async fn start(config: EdgeConfig, bus: Arc<dyn Bus>, journal: Arc<dyn Journal>) -> Result<Self, BusError> {
         let dispatchers = std::thread::available_parallelism().map_or(2, usize::from);
         let directory =
             Directory::new(Arc::clone(&bus), config.subjects.clone(), config.directory_ttl, config.api_timeout);
         let config = Arc::new(config);
-        let (hub, inboxes) = Hub::new(Arc::clone(&config), bus, dispatchers);
+        let (hub, inboxes) = Hub::new(Arc::clone(&config), bus, journal, dispatchers);
         let state = Arc::new(EdgeState {
             hub: Arc::clone(&hub),
             directory,
@@ -109,6 +110,35 @@ impl Edge {
         self.state.hub.connection_count()
     }
 
+    /// Drains the node: stops accepting connections (and fails readiness), then tells every
+    /// client to reconnect elsewhere — a `reconnect` frame, then close code 4200 — spread evenly
+    /// over `period` so the other nodes are not hit by all of them at once; then waits up to
+    /// `grace` for the last close handshakes.
+    pub async fn drain(&self, period: Duration, grace: Duration) {
+        self.state.draining.store(true, Ordering::Relaxed);
+        let mut connections = Vec::new();
+        self.state.hub.for_each_connection(|conn| connections.push(Arc::clone(conn)));
+        let total = connections.len();
+        tracing::info!(connections = total, seconds = period.as_secs_f64(), "draining");
+        let frame = signalbox_proto::native::encode_reconnect("this node is draining; reconnect");
+        // In ticks of at least 10 ms, so a short period does not become thousands of timers.
+        let ticks = (period.as_millis() / 10).clamp(1, total.max(1) as u128) as usize;
+        let per_tick = total.div_ceil(ticks.max(1)).max(1);
+        let tick = period / u32::try_from(ticks).unwrap_or(u32::MAX).max(1);
+        for batch in connections.chunks(per_tick) {
+            for conn in batch {
+                conn.send(&frame);
+                conn.close(CloseRequest::default_for(CloseCode::Reconnect));
+            }
+            tokio::time::sleep(tick).await;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(remaining = self.connection_count(), "drained");
+    }
+
     /// Stops accepting connections and closes every open one with 1001 (going away), then
     /// waits up to `grace` for them to finish their close handshakes.
     pub async fn shutdown(&self, grace: Duration) {
@@ -119,6 +149,13 @@ impl Edge {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(remaining = self.connection_count(), "edge shut down");
+    }
+
+    /// The ids of the connections open on this node.
+    pub fn connection_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        self.state.hub.for_each_connection(|conn| ids.push(conn.id.to_string()));
+        ids
     }
 
     /// Targets (subscriptions and lingering ones) this node holds — for tests of interest.

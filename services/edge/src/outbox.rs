@@ -124,6 +124,11 @@ impl Outbox {
         self.waker.wake();
     }
 
+    /// Bytes queued and not yet taken by the writer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
     }

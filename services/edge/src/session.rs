@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use signalbox_bus::BusError;
+use signalbox_bus::{BusError, Retention};
 use signalbox_core::{Action, CloseCode, ErrorCode, EventName, GroupName, Permissions, clock, ids};
 use signalbox_proto::native::{self, ClientCommand, ReplyId};
 use signalbox_proto::wire::{self, Body, DataKind, Envelope, Target};
@@ -97,7 +97,7 @@ impl Session {
         self.consecutive_errors = 0;
         let id = request.id;
         match request.command {
-            ClientCommand::Join { group } => self.join(id, group),
+            ClientCommand::Join { group, since } => self.join(id, group, since),
             ClientCommand::Leave { group } => {
                 self.leave(id.as_ref(), &group);
                 None
@@ -115,15 +115,39 @@ impl Session {
         reply_error(&self.conn, id, ErrorCode::Forbidden, &message);
     }
 
-    fn join(&mut self, id: Option<ReplyId>, group: GroupName) -> Option<BoxFuture<'static, ()>> {
+    /// Joins a group; with `since`, first replays what the client missed after that position.
+    fn join(&mut self, id: Option<ReplyId>, group: GroupName, since: Option<u64>) -> Option<BoxFuture<'static, ()>> {
         if !self.permissions.allows(Action::Join, &group) {
             self.forbidden(id.as_ref(), "joining", &group);
             return None;
         }
         let (hub, conn) = (Arc::clone(&self.hub), Arc::clone(&self.conn));
         Some(Box::pin(async move {
-            match hub.join(&conn, &group).await {
-                Ok(_) => reply_ok(&conn, id.as_ref()),
+            if since.is_some() {
+                if conn.groups.lock().names.contains(&group) {
+                    let message = "already in this group: `since` recovers a group being joined; reconnect with `recover` instead";
+                    reply_error(&conn, id.as_ref(), ErrorCode::BadRequest, message);
+                    return;
+                }
+                // Before joining: every live message of the group meets the hold.
+                conn.recovery.start(&group);
+            }
+            let joined = hub.join(&conn, &group).await;
+            if joined.is_err() && since.is_some() {
+                conn.recovery.cancel(&group);
+            }
+            match joined {
+                Ok(_) => match since {
+                    Some(since) => {
+                        let outcome = hub.replay(&conn, &group, since).await;
+                        match id {
+                            Some(id) => conn.send(&native::encode_reply_recovery(&id, &outcome)),
+                            // No id to answer: still say how it went, so no loss is silent.
+                            None => conn.send(&native::encode_recovery(&[outcome])),
+                        };
+                    }
+                    None => reply_ok(&conn, id.as_ref()),
+                },
                 Err(JoinError::TooManyGroups(max)) => {
                     let message = format!("the connection is already in the maximum of {max} groups");
                     reply_error(&conn, id.as_ref(), ErrorCode::TooManyGroups, &message);
@@ -186,12 +210,33 @@ impl Session {
             tracestate: String::new(),
             origin_connection: Some(conn.id.to_string()),
         };
-        let subject = self.hub.config.subjects.group(&conn.scope, &group);
-        let bus = Arc::clone(&self.hub.bus);
+        let subjects = &self.hub.config.subjects;
+        let history = conn
+            .settings
+            .history
+            .keeps(&group)
+            .then(|| (subjects.history(&conn.scope, &group), Retention::from(&conn.settings.history)));
+        let subject = subjects.group(&conn.scope, &group);
+        let hub = Arc::clone(&self.hub);
         Some(Box::pin(async move {
             metrics::counter!("signalbox_messages_in_total", "source" => "client").increment(1);
-            match bus.publish(subject, wire::encode(Body::Message(envelope))).await {
-                Ok(()) => reply_ok(&conn, id.as_ref()),
+            let message_id = envelope.id.clone();
+            let packet = wire::encode(Body::Message(envelope));
+            let published = match history {
+                Some((history, retention)) => hub
+                    .journal
+                    .append(&conn.scope.app, retention, history, packet, message_id)
+                    .await
+                    .map(|appended| Some(appended.seq)),
+                None => hub.bus.publish(subject, packet).await.map(|()| None),
+            };
+            match published {
+                Ok(Some(position)) => {
+                    if let Some(id) = &id {
+                        conn.send(&native::encode_reply_position(id, position));
+                    }
+                }
+                Ok(None) => reply_ok(&conn, id.as_ref()),
                 Err(err) => {
                     let (code, message) = match err {
                         BusError::TooLarge => (ErrorCode::MessageTooLarge, "the message is too large to route"),

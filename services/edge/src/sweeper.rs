@@ -20,8 +20,15 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
+    let mut epoch = edge.hub.bus.epoch();
     loop {
         interval.tick().await;
+        // The bus reconnected: stored messages published meanwhile were not delivered live.
+        let now_epoch = edge.hub.bus.epoch();
+        if now_epoch != epoch {
+            epoch = now_epoch;
+            edge.hub.resync_history();
+        }
         round = round.wrapping_add(1);
         let now = edge.hub.now_secs();
         let bucket = round % buckets;

@@ -104,6 +104,9 @@ pub struct EdgeArgs {
     pub node_id: Option<String>,
     #[arg(long, env = "SIGNALBOX_SUBJECT_PREFIX", default_value = "sb")]
     pub subject_prefix: String,
+    /// On SIGTERM, how long to spread the clients' reconnects over (the paced drain).
+    #[arg(long, env = "SIGNALBOX_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
     #[command(flatten)]
     pub edge: EdgeTuning,
 }

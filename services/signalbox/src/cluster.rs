@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use signalbox_api::{Api, ApiConfig, MasterKey};
-use signalbox_bus::{Bus, NatsBus, NatsConfig};
+use signalbox_api::{Api, ApiConfig, MasterKey, Plane};
+use signalbox_bus::{Bus, Journal, NatsBus, NatsConfig, NatsIdempotency, NatsJournal};
 use signalbox_edge::{Edge, EdgeConfig};
 use signalbox_proto::Subjects;
 use signalbox_store::Store;
@@ -82,8 +82,12 @@ impl ApiRole {
         let master_key = MasterKey::from_base64(&config.master_key).context("invalid master key")?;
         let store = Store::connect(&config.database_url).await.context("cannot connect to the database")?;
         let nats = NatsBus::connect(&NatsConfig::new(&config.nats_url, "signalbox-api")).await?;
-        let bus: Arc<dyn Bus> = Arc::new(nats);
-        let api = Api::new(ApiConfig::new(config.subjects, config.admin_token, master_key), store.clone(), bus);
+        let plane = Plane {
+            journal: Arc::new(NatsJournal::new(&nats, config.subjects.clone())),
+            idempotency: Arc::new(NatsIdempotency::new(&nats, &config.subjects.resource_prefix())),
+            bus: Arc::new(nats),
+        };
+        let api = Api::new(ApiConfig::new(config.subjects, config.admin_token, master_key), store.clone(), plane);
         let bus_task = api.serve_bus().await.context("cannot subscribe to edge requests")?;
         let ready = {
             let api = api.clone();
@@ -127,8 +131,10 @@ pub struct EdgeRole {
 impl EdgeRole {
     pub async fn start(config: EdgeRoleConfig) -> anyhow::Result<Self> {
         let name = format!("signalbox-edge-{}", config.edge.node);
-        let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&NatsConfig::new(&config.nats_url, name)).await?);
-        let edge = Arc::new(Edge::start(config.edge, bus).await.context("cannot start the edge")?);
+        let nats = NatsBus::connect(&NatsConfig::new(&config.nats_url, name)).await?;
+        let journal: Arc<dyn Journal> = Arc::new(NatsJournal::new(&nats, config.edge.subjects.clone()));
+        let bus: Arc<dyn Bus> = Arc::new(nats);
+        let edge = Arc::new(Edge::start(config.edge, bus, journal).await.context("cannot start the edge")?);
         let ready = {
             let edge = Arc::clone(&edge);
             readiness(move || {
@@ -145,8 +151,16 @@ impl EdgeRole {
         self.serving.addr
     }
 
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.edge.shutdown(SHUTDOWN_GRACE).await;
+    /// Drains (clients told to reconnect elsewhere, paced over `period`), then stops; another
+    /// signal during the drain closes the remaining clients at once (1001).
+    pub async fn shutdown(self, period: Duration) -> anyhow::Result<()> {
+        tokio::select! {
+            () = self.edge.drain(period, SHUTDOWN_GRACE) => {}
+            () = crate::shutdown_signal() => {
+                tracing::info!("second signal: closing the remaining connections now");
+                self.edge.shutdown(SHUTDOWN_GRACE).await;
+            }
+        }
         self.serving.stop().await
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use signalbox_api::{Api, ApiConfig, MasterKey};
-use signalbox_bus::{Bus, LocalBus};
+use signalbox_api::{Api, ApiConfig, MasterKey, Plane};
+use signalbox_bus::{Bus, Journal, LocalBus, LocalIdempotency, LocalJournal};
 use signalbox_core::{NodeId, ids};
 use signalbox_edge::{Edge, EdgeConfig};
 use signalbox_proto::Subjects;
@@ -110,11 +110,18 @@ impl Embedded {
             Store::connect(&format!("sqlite:{}", database.display())).await.context("cannot open the database")?;
         store.migrate().await.context("cannot migrate the database")?;
 
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+        let local = LocalBus::new();
         let subjects = config.edge.subjects.clone();
-        let api = Api::new(ApiConfig::new(subjects, admin_token.clone(), master_key), store.clone(), Arc::clone(&bus));
+        let journal: Arc<dyn Journal> = Arc::new(LocalJournal::new(local.clone(), subjects.clone()));
+        let bus: Arc<dyn Bus> = Arc::new(local);
+        let plane = Plane {
+            bus: Arc::clone(&bus),
+            journal: Arc::clone(&journal),
+            idempotency: Arc::new(LocalIdempotency::new()),
+        };
+        let api = Api::new(ApiConfig::new(subjects, admin_token.clone(), master_key), store.clone(), plane);
         let bus_task = api.serve_bus().await.context("cannot start the api's bus service")?;
-        let edge = Arc::new(Edge::start(config.edge, bus).await.context("cannot start the edge")?);
+        let edge = Arc::new(Edge::start(config.edge, bus, journal).await.context("cannot start the edge")?);
 
         let readiness = {
             let (api, edge) = (api.clone(), Arc::clone(&edge));
@@ -179,6 +186,11 @@ impl Embedded {
     /// Client connections open right now.
     pub fn connection_count(&self) -> usize {
         self.edge.connection_count()
+    }
+
+    /// The ids of the connections open right now.
+    pub fn connection_ids(&self) -> Vec<String> {
+        self.edge.connection_ids()
     }
 
     /// Subscriptions the edge holds (including ones lingering after their last member left).

@@ -58,10 +58,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Edge(args) => {
             let edge = args.edge_config()?;
+            let drain = std::time::Duration::from_secs(args.drain_seconds);
             let role = EdgeRole::start(EdgeRoleConfig { listen: args.listen, nats_url: args.nats_url, edge }).await?;
             println!("signalbox edge listening on http://{}", role.addr());
             shutdown_signal().await;
-            role.shutdown().await
+            role.shutdown(drain).await
         }
         Command::Migrate(args) => {
             cluster::migrate(&args.database_url).await?;

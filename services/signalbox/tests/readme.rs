@@ -149,6 +149,42 @@ async fn the_readme_walkthrough_works_against_the_binary() {
     assert_eq!(seen[0]["event"], "chat");
     assert_eq!(seen[1], json!({"type": "reply", "id": 1}));
 
+    // 6. History for the rooms: messages carry a `seq`, and a reconnect recovers what it missed.
+    let response = http
+        .patch(format!("{s}/v1/apps/{app}"))
+        .bearer_auth(&tenant)
+        .json(&json!({"history": {"groups": ["room-*"]}}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status().as_u16(), 200);
+    let publish = async |text: &str| -> u64 {
+        let body = json!({"event": "chat", "data": {"text": text}});
+        let accepted = post(&http, format!("{s}/v1/apps/{app}/groups/room-1/messages"), &key, Some(body)).await;
+        accepted["position"].as_u64().expect("a position for a group with history")
+    };
+    let first = publish("kept").await;
+    let message = next_json(&mut ws).await;
+    assert_eq!((message["data"]["text"].as_str(), message["seq"].as_u64()), (Some("kept"), Some(first)));
+    let missed = [publish("while away 1").await, publish("while away 2").await];
+    let mut ws_url = reqwest::Url::parse(&format!("{}/client", s.replacen("http://", "ws://", 1))).expect("url");
+    ws_url
+        .query_pairs_mut()
+        .append_pair("access_token", &token)
+        .append_pair("recover", &json!({"room-1": first}).to_string());
+    let (mut again, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("reconnect");
+    assert_eq!(next_json(&mut again).await["type"], "welcome");
+    for (position, text) in missed.iter().zip(["while away 1", "while away 2"]) {
+        let message = next_json(&mut again).await;
+        assert_eq!((message["data"]["text"].as_str(), message["seq"].as_u64()), (Some(text), Some(*position)));
+    }
+    let recovery = next_json(&mut again).await;
+    assert_eq!((recovery["type"].as_str(), recovery["recovered"].as_bool()), (Some("recovery"), Some(true)));
+    drop(again);
+    for _ in missed {
+        assert_eq!(next_json(&mut ws).await["type"], "message", "the first connection got them live");
+    }
+
     // SIGTERM: the client hears 1001, the process exits 0.
     let pid = server.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");

@@ -84,15 +84,28 @@ impl Process {
 
     /// SIGTERM, and wait for the exit (killing it after `grace`).
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let until = Instant::now() + grace;
+        self.signal("TERM");
+        let status = self.wait_exit(grace);
+        if status.is_none() {
+            self.kill();
+        }
+        status
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, …).
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+    }
+
+    /// Waits up to `deadline` for the process to exit.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + deadline;
         while Instant::now() < until {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.kill();
         None
     }
 }

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use signalbox_bus::Retention;
 use signalbox_core::{AppId, AppSettings, clock};
 use signalbox_proto::wire::ConfigChangeKind;
 use signalbox_store::AppRecord;
@@ -152,6 +153,10 @@ pub(crate) async fn update_app(
         return Err(ApiError::NotFound("app"));
     }
     state.cache.forget_app(&app.id);
+    if app.settings.history.is_enabled() {
+        // New retention applies to the stored messages now, not at the next publish.
+        state.journal.configure(&app.id, Retention::from(&app.settings.history)).await?;
+    }
     state.announce(&app.id, ConfigChangeKind::SettingsChanged(true)).await;
     Ok(axum::Json(App::from(&app)))
 }
@@ -173,6 +178,9 @@ pub(crate) async fn delete_app(
         return Err(ApiError::NotFound("app"));
     }
     state.cache.forget_app(&id);
+    if let Err(err) = state.journal.remove(&id).await {
+        tracing::warn!(app = %id, error = %err, "could not remove a deleted app's history");
+    }
     state.announce(&id, ConfigChangeKind::AppDeleted(true)).await;
     tracing::info!(tenant = %tenant.id, app = %id, "app deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -3,6 +3,7 @@
 mod apps;
 mod connections;
 mod groups;
+mod history;
 mod keys;
 mod messages;
 mod tenants;
@@ -77,6 +78,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(messages::broadcast))
         .routes(routes!(messages::to_user))
         .routes(routes!(messages::to_group))
+        .routes(routes!(history::history))
         .routes(routes!(messages::to_connection))
         .routes(routes!(groups::add_connection, groups::remove_connection))
         .routes(routes!(groups::add_user, groups::remove_user))

@@ -1,7 +1,7 @@
 //! The journal in process, for `signalbox serve`: the same contract as JetStream — positions
 //! per app, a predecessor per group, retention by age and count, and delivery in position order
-//! on the live subjects of a [`LocalBus`] — kept in memory (the embedded mode's history does
-//! not outlive the process).
+//! on the live subjects of a [`LocalBus`] — kept in memory: the embedded mode's history does
+//! not outlive the process, and positions start from the clock so they still only grow.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -48,7 +48,10 @@ impl AppHistory {
     fn new(retention: Retention) -> Self {
         Self {
             retention,
-            next_seq: 1,
+            // History here does not outlive the process: starting from the clock keeps every
+            // position above those of an earlier run, so a client's old position can never
+            // hide a new message, and a recovery across a restart reports the loss.
+            next_seq: signalbox_core::clock::unix_micros().max(1),
             messages: BTreeMap::new(),
             groups: HashMap::new(),
             last: HashMap::new(),
@@ -169,13 +172,13 @@ impl Journal for LocalJournal {
         })
     }
 
-    fn first_position(&self, app: &AppId) -> BoxFuture<'_, Result<u64, BusError>> {
+    fn first_position(&self, app: &AppId) -> BoxFuture<'_, Result<Option<u64>, BusError>> {
         let history = self.existing(app);
         Box::pin(async move {
-            let Some(history) = history else { return Ok(1) };
+            let Some(history) = history else { return Ok(None) };
             let mut history = history.lock().await;
             history.trim(Instant::now());
-            Ok(history.messages.first_key_value().map_or(history.next_seq, |(&seq, _)| seq))
+            Ok(Some(history.messages.first_key_value().map_or(history.next_seq, |(&seq, _)| seq)))
         })
     }
 

@@ -41,6 +41,12 @@ pub struct Retention {
     pub max_messages: u32,
 }
 
+impl From<&signalbox_core::settings::HistorySettings> for Retention {
+    fn from(settings: &signalbox_core::settings::HistorySettings) -> Self {
+        Self { max_age: Duration::from_secs(u64::from(settings.max_age_seconds)), max_messages: settings.max_messages }
+    }
+}
+
 impl Retention {
     /// The window within which a repeated `dedup_id` is recognised (at most the retention age).
     pub fn dedup_window(&self) -> Duration {
@@ -89,22 +95,27 @@ pub trait Journal: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'_, Result<Vec<Stored>, BusError>>;
 
     /// The position of the app's oldest stored message; when nothing is stored, the position
-    /// the next message will get.
-    fn first_position(&self, app: &AppId) -> BoxFuture<'_, Result<u64, BusError>>;
+    /// the next message will get; `None` when the app has no history here at all. Positions
+    /// only grow, even across a lost or recreated history (they then start from the clock), so
+    /// a client's old position never hides a new message.
+    fn first_position(&self, app: &AppId) -> BoxFuture<'_, Result<Option<u64>, BusError>>;
 
     /// Removes the app's history.
     fn remove(&self, app: &AppId) -> BoxFuture<'_, Result<(), BusError>>;
 }
 
 /// Whether a reader that last saw position `after` of a group missed nothing, given the first
-/// stored message after it (if any) and the app's oldest stored position.
-pub fn continuous(after: u64, first_after: Option<&Stored>, first_position: u64) -> bool {
-    match first_after {
+/// stored message after it (if any) and the app's oldest stored position (None: no history).
+pub fn continuous(after: u64, first_after: Option<&Stored>, first_position: Option<u64>) -> bool {
+    match (first_after, first_position) {
         // The first message still stored after `after` says which message came before it.
-        Some(stored) => stored.position.previous <= after,
+        (Some(stored), _) => stored.position.previous <= after,
         // Nothing stored after `after`: nothing was published, unless it already expired —
         // which retention can only have done if it removed everything up to there.
-        None => first_position <= after + 1,
+        (None, Some(first)) => first <= after + 1,
+        // No history at all: a reader that saw nothing missed nothing; one that saw positions
+        // saw a history that is gone.
+        (None, None) => after == 0,
     }
 }
 
@@ -118,11 +129,13 @@ mod tests {
 
     #[test]
     fn continuity() {
-        assert!(continuous(5, Some(&stored(9, 5)), 1), "the next message follows 5");
-        assert!(!continuous(5, Some(&stored(9, 7)), 1), "7 was missed");
-        assert!(continuous(0, Some(&stored(3, 0)), 1), "from the beginning");
-        assert!(!continuous(0, Some(&stored(30, 12)), 20), "older ones expired");
-        assert!(continuous(10, None, 11), "nothing after 10 was ever stored");
-        assert!(!continuous(5, None, 11), "6..10 expired");
+        assert!(continuous(5, Some(&stored(9, 5)), Some(1)), "the next message follows 5");
+        assert!(!continuous(5, Some(&stored(9, 7)), Some(1)), "7 was missed");
+        assert!(continuous(0, Some(&stored(3, 0)), Some(1)), "from the beginning");
+        assert!(!continuous(0, Some(&stored(30, 12)), Some(20)), "older ones expired");
+        assert!(continuous(10, None, Some(11)), "nothing after 10 was ever stored");
+        assert!(!continuous(5, None, Some(11)), "6..10 expired");
+        assert!(continuous(0, None, None), "a new group: nothing to miss");
+        assert!(!continuous(7, None, None), "a position of a history that is gone");
     }
 }

@@ -81,7 +81,25 @@ impl NatsJournal {
             }),
             ..stream::Config::default()
         };
-        self.js.create_or_update_stream(config).await.map_err(Self::transport)?;
+        match self.js.get_stream(&config.name).await {
+            Ok(_) => {
+                self.js.update_stream(config).await.map_err(Self::transport)?;
+            }
+            Err(err) if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e) if stream_missing(e)) =>
+            {
+                // A new stream starts from the clock, so a recreated one never reuses the
+                // positions of an earlier one that clients may still hold.
+                let first = signalbox_core::clock::unix_micros().max(1);
+                let created =
+                    self.js.create_stream(stream::Config { first_sequence: Some(first), ..config.clone() }).await;
+                if created.is_err() {
+                    // Another node created it first (with another first sequence): use theirs.
+                    self.js.get_stream(&config.name).await.map_err(Self::transport)?;
+                    self.js.update_stream(config).await.map_err(Self::transport)?;
+                }
+            }
+            Err(err) => return Err(Self::transport(err)),
+        }
         self.configured.lock().insert(app.clone(), retention);
         Ok(())
     }
@@ -222,16 +240,22 @@ impl Journal for NatsJournal {
         })
     }
 
-    fn first_position(&self, app: &AppId) -> BoxFuture<'_, Result<u64, BusError>> {
+    fn first_position(&self, app: &AppId) -> BoxFuture<'_, Result<Option<u64>, BusError>> {
         let app = app.clone();
         Box::pin(async move {
             match self.js.get_stream(self.stream_name(&app)).await {
                 Ok(mut stream) => {
                     let info = stream.info().await.map_err(Self::transport)?;
-                    Ok(info.state.first_sequence.max(1))
+                    // An empty stream reports its next position as `first_sequence` (or 0 before
+                    // its first message: then the configured first sequence).
+                    let first = match info.state.first_sequence {
+                        0 => info.config.first_sequence.unwrap_or(1),
+                        first => first,
+                    };
+                    Ok(Some(first.max(1)))
                 }
                 Err(err) if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e) if stream_missing(e)) => {
-                    Ok(1)
+                    Ok(None)
                 }
                 Err(err) => Err(Self::transport(err)),
             }

@@ -24,6 +24,7 @@ pub(crate) struct Outgoing<'a> {
 }
 
 impl<'a> Outgoing<'a> {
+    /// `envelope.position` is set for stored messages (it becomes the frame's `seq`).
     pub(crate) fn new(envelope: &'a Envelope, group: Option<&'a str>) -> Self {
         Self { envelope, group, frames: Default::default() }
     }
@@ -43,9 +44,15 @@ impl<'a> Outgoing<'a> {
         })
     }
 
-    /// Queues the message for one connection; returns whether it was queued.
+    /// Queues the message for one connection (or lets the connection's recovery of the group
+    /// hold or drop it); returns whether it was queued.
     pub(crate) fn send_to(&mut self, conn: &Conn) -> bool {
         let frame = self.frame(conn.format).clone();
+        if let (Some(group), Some(position)) = (self.group, self.envelope.position)
+            && conn.recovery.intercept(group, position, &frame)
+        {
+            return true;
+        }
         match conn.outbox.push(frame) {
             Pushed::Queued => true,
             Pushed::Overflowed => {

@@ -12,6 +12,9 @@
 //! A connection's `groups` mutex is taken before any shard lock, never after.
 
 mod fanout;
+pub(crate) use fanout::Outgoing;
+mod history;
+mod recovery;
 pub(crate) mod target;
 
 use std::collections::HashMap;
@@ -22,7 +25,7 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxBuildHasher;
-use signalbox_bus::{Bus, BusError, Inbox, Interest};
+use signalbox_bus::{Bus, BusError, Inbox, Interest, Journal};
 use signalbox_core::{AppId, ConnectionId, GroupName};
 use signalbox_proto::Subject;
 
@@ -59,6 +62,7 @@ pub(crate) enum JoinError {
 pub(crate) struct Hub {
     pub(crate) config: Arc<EdgeConfig>,
     pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) journal: Arc<dyn Journal>,
     /// One interest per dispatcher; a subject always goes to the same one, so its
     /// messages stay in order.
     interests: Vec<Arc<dyn Interest>>,
@@ -77,11 +81,17 @@ fn shard_of<T: Hash + ?Sized>(value: &T) -> usize {
 
 impl Hub {
     /// A hub with `dispatchers` inboxes; the caller runs one dispatcher per inbox.
-    pub(crate) fn new(config: Arc<EdgeConfig>, bus: Arc<dyn Bus>, dispatchers: usize) -> (Arc<Self>, Vec<Inbox>) {
+    pub(crate) fn new(
+        config: Arc<EdgeConfig>,
+        bus: Arc<dyn Bus>,
+        journal: Arc<dyn Journal>,
+        dispatchers: usize,
+    ) -> (Arc<Self>, Vec<Inbox>) {
         let (interests, inboxes) = (0..dispatchers.max(1)).map(|_| bus.open_inbox()).unzip();
         let hub = Self {
             config,
             bus,
+            journal,
             interests,
             targets: (0..SHARDS).map(|_| RwLock::default()).collect(),
             connections: (0..SHARDS).map(|_| RwLock::default()).collect(),
@@ -198,6 +208,8 @@ impl Hub {
         groups.names.swap_remove(pos);
         let subject = self.config.subjects.group(&conn.scope, group);
         self.remove_member(conn, &subject);
+        drop(groups);
+        conn.recovery.cancel(group);
         true
     }
 
@@ -304,6 +316,11 @@ impl Hub {
             }
         }
         retired
+    }
+
+    /// Every target, for sweeps (a snapshot, taken shard by shard).
+    pub(crate) fn targets(&self) -> Vec<Arc<Target>> {
+        self.targets.iter().flat_map(|shard| shard.read().values().cloned().collect::<Vec<_>>()).collect()
     }
 
     /// Number of targets (subscribed or lingering), for tests and metrics.

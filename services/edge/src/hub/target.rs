@@ -49,6 +49,18 @@ pub(crate) struct Target {
     pub(crate) subscription: tokio::sync::Mutex<SubState>,
     /// When the last member left, in milliseconds of the hub's clock; 0 while it has members.
     emptied_at: AtomicU64,
+    /// For groups with history: where live delivery stands. Taken by the group's dispatcher
+    /// for each stored message, and by a repair while it fetches what was missed.
+    pub(crate) history: parking_lot::Mutex<HistoryCursor>,
+}
+
+/// The order of a group's stored messages as delivered to its members here.
+#[derive(Debug, Default)]
+pub(crate) struct HistoryCursor {
+    /// The position of the last stored message delivered; None before the first.
+    pub(crate) last: Option<u64>,
+    /// While a repair fetches missed messages: live ones that arrived meanwhile.
+    pub(crate) held: Option<Vec<(signalbox_bus::Position, signalbox_proto::wire::Envelope)>>,
 }
 
 impl Target {
@@ -60,6 +72,7 @@ impl Target {
             members: RwLock::new(IndexMap::default()),
             subscription: tokio::sync::Mutex::new(SubState::Idle),
             emptied_at: AtomicU64::new(0),
+            history: parking_lot::Mutex::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use signalbox_core::{CloseCode, ConnectionId, GroupName, Scope, clock};
-use signalbox_proto::native;
+use signalbox_proto::native::{self, GroupRecovery};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -27,19 +27,44 @@ use crate::conn::{Conn, Groups, WireFormat};
 use crate::hub::Refusal;
 use crate::outbox::{CloseRequest, Outbox};
 use crate::problem::problem;
+use crate::recoveries::Recoveries;
 use crate::session::Session;
 use connection::Connection;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ClientQuery {
     access_token: Option<String>,
+    /// `{"group": last_position, …}`: groups to recover after a reconnect.
+    recover: Option<String>,
 }
+
+/// Groups a client asks to recover at connect: at most this many.
+const MAX_RECOVER: usize = 100;
 
 /// A connection that passed every check and is registered with the hub.
 struct Admitted {
     conn: Arc<Conn>,
     session: Session,
     groups: Vec<GroupName>,
+    /// Groups to recover, with the position the client last saw.
+    recover: Vec<(GroupName, u64)>,
+    /// Groups the client asked to recover but may not join.
+    refused: Vec<GroupRecovery>,
+}
+
+/// Parses `recover`: a JSON object of group names to positions. The error is a problem detail.
+fn parse_recover(raw: Option<&str>) -> Result<Vec<(GroupName, u64)>, String> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let positions: std::collections::BTreeMap<String, u64> = serde_json::from_str(raw)
+        .map_err(|_| "`recover` must be a JSON object of group names to positions".to_owned())?;
+    if positions.len() > MAX_RECOVER {
+        return Err(format!("`recover` names more than {MAX_RECOVER} groups"));
+    }
+    positions
+        .into_iter()
+        .map(|(group, position)| GroupName::new(group).map(|g| (g, position)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())
 }
 
 /// `GET /client?access_token=…` with `Sec-WebSocket-Protocol: signalbox.json.v1`.
@@ -67,7 +92,11 @@ pub(crate) async fn upgrade(
     let bearer =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let token = query.access_token.as_deref().or(bearer);
-    let admitted = admit(&edge, token).await;
+    let recover = match parse_recover(query.recover.as_deref()) {
+        Ok(recover) => recover,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, "invalid-recover", &detail),
+    };
+    let admitted = admit(&edge, token, recover).await;
 
     let edge_for_task = Arc::clone(&edge);
     tokio::spawn(async move {
@@ -179,7 +208,7 @@ fn offers_native(headers: &HeaderMap) -> bool {
 }
 
 /// Authenticates, applies limits, resolves the initial groups and registers the connection.
-async fn admit(edge: &EdgeState, token: Option<&str>) -> Result<Admitted, CloseRequest> {
+async fn admit(edge: &EdgeState, token: Option<&str>, wanted: Vec<(GroupName, u64)>) -> Result<Admitted, CloseRequest> {
     let Authorized { claims, key_id, key } = auth::authenticate(&edge.directory, token).await.map_err(|err| {
         metrics::counter!("signalbox_connects_refused_total", "code" => err.close_code().code().to_string())
             .increment(1);
@@ -192,6 +221,18 @@ async fn admit(edge: &EdgeState, token: Option<&str>) -> Result<Admitted, CloseR
             CloseRequest::new(CloseCode::TryAgainLater, "cannot load the user's groups right now; retry")
         })?;
         groups.extend(added);
+    }
+    // A group to recover is joined now if the token permits it.
+    let permissions = claims.permissions();
+    let (mut recover, mut refused) = (Vec::new(), Vec::new());
+    for (group, position) in wanted {
+        if groups.contains(&group) || permissions.allows(signalbox_core::Action::Join, &group) {
+            groups.push(group.clone());
+            recover.push((group, position));
+        } else {
+            let reason = Some("the token does not permit joining this group".to_owned());
+            refused.push(GroupRecovery { group: group.to_string(), recovered: false, reason });
+        }
     }
     groups.sort();
     groups.dedup();
@@ -208,6 +249,7 @@ async fn admit(edge: &EdgeState, token: Option<&str>) -> Result<Admitted, CloseR
         outbox: Outbox::new(config.outbox_max_bytes, config.outbox_max_frames),
         groups: parking_lot::Mutex::new(Groups::default()),
         last_seen: edge.hub.now_secs().into(),
+        recovery: Recoveries::default(),
     });
     edge.hub.register(&conn).map_err(|refusal| {
         let reason = match refusal {
@@ -217,8 +259,8 @@ async fn admit(edge: &EdgeState, token: Option<&str>) -> Result<Admitted, CloseR
         metrics::counter!("signalbox_connects_refused_total", "code" => "4102").increment(1);
         CloseRequest::new(CloseCode::ConnectionLimit, reason)
     })?;
-    let session = Session::new(Arc::clone(&edge.hub), Arc::clone(&conn), claims.permissions());
-    Ok(Admitted { conn, session, groups })
+    let session = Session::new(Arc::clone(&edge.hub), Arc::clone(&conn), permissions);
+    Ok(Admitted { conn, session, groups, recover, refused })
 }
 
 /// Runs an upgraded connection: closes refused ones with their code, attaches and runs
@@ -227,7 +269,7 @@ async fn serve<S>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Re
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Admitted { conn, session, groups } = match admitted {
+    let Admitted { conn, session, groups, recover, refused } = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => {
             let frame = codec::close_frame(refusal.code.code(), &refusal.reason);
@@ -245,7 +287,23 @@ where
     // arrived meanwhile follows it.
     let heartbeat = edge.hub.config.heartbeat_interval.as_secs();
     conn.send(&native::encode_welcome(conn.id.as_str(), conn.user.as_ref().map(|u| u.as_str()), heartbeat));
-    if let Err(err) = edge.hub.attach(&conn, &groups).await {
+    // Before joining: every live message of a recovering group meets the hold.
+    for (group, _) in &recover {
+        conn.recovery.start(group);
+    }
+    let attached = edge.hub.attach(&conn, &groups).await;
+    if attached.is_ok() && !(recover.is_empty() && refused.is_empty()) {
+        // Replays run beside the connection, so its writer sends them as the client reads.
+        let (hub, conn) = (Arc::clone(&edge.hub), Arc::clone(&conn));
+        tokio::spawn(async move {
+            let mut outcomes = refused;
+            for (group, position) in recover {
+                outcomes.push(hub.replay(&conn, &group, position).await);
+            }
+            conn.send(&native::encode_recovery(&outcomes));
+        });
+    }
+    if let Err(err) = attached {
         tracing::warn!(connection = %conn.id, error = %err, "cannot attach connection");
         conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
     }

@@ -1,0 +1,83 @@
+//! A connection's recovery of a group: everything stored after the position it last saw,
+//! replayed in order, then the live messages held back meanwhile — none lost, none twice.
+//!
+//! The caller marks the group as recovering *before* the connection joins it, so every live
+//! message of the group meets the hold; the replay reads the journal up to now; the held
+//! messages newer than the replay follow. Whether the client missed anything is decided by
+//! the journal's continuity rule: the first message stored after the client's position must
+//! name that position (or an earlier one) as its predecessor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use signalbox_bus::journal::continuous;
+use signalbox_core::GroupName;
+use signalbox_proto::native::GroupRecovery;
+use signalbox_proto::wire::{self, Body};
+
+use super::{Hub, Outgoing};
+use crate::conn::Conn;
+
+/// Messages read from the journal at a time.
+const PAGE: usize = 256;
+
+impl Hub {
+    /// Replays `group` to `conn` after position `after` and releases the held live messages.
+    /// `conn.recovery.start(group)` must have been called before the connection joined.
+    pub(crate) async fn replay(&self, conn: &Arc<Conn>, group: &GroupName, after: u64) -> GroupRecovery {
+        let outcome = |recovered: bool, reason: Option<&str>| GroupRecovery {
+            group: group.to_string(),
+            recovered,
+            reason: reason.map(str::to_owned),
+        };
+        if !conn.settings.history.keeps(group) {
+            conn.recovery.cancel(group);
+            return outcome(false, Some("the group keeps no history"));
+        }
+        let subject = self.config.subjects.history(&conn.scope, group);
+        let mut last = after;
+        let mut continuity = None;
+        loop {
+            // Backpressure: replay only as fast as the client reads.
+            while conn.outbox.queued_bytes() > self.config.outbox_max_bytes / 2 {
+                if conn.outbox.is_closing() {
+                    conn.finish_recovery(group, last);
+                    return outcome(false, Some("the connection closed during recovery"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let stored = match self.journal.read(&conn.scope.app, &subject, last, PAGE).await {
+                Ok(stored) => stored,
+                Err(err) => {
+                    tracing::warn!(connection = %conn.id, group = %group, error = %err, "cannot read history to recover");
+                    conn.finish_recovery(group, last);
+                    return outcome(false, Some("history is unavailable right now; reconnect to retry"));
+                }
+            };
+            if continuity.is_none() {
+                // Unknown (the journal did not answer): assume the worst, say so.
+                let first_position = self.journal.first_position(&conn.scope.app).await.unwrap_or(Some(u64::MAX));
+                continuity = Some(continuous(after, stored.first(), first_position));
+            }
+            let full = stored.len() == PAGE;
+            for stored in stored {
+                if let Ok(Body::Message(mut envelope)) = wire::decode(stored.payload) {
+                    envelope.position = Some(stored.position.seq);
+                    let frame = Outgoing::new(&envelope, Some(group.as_str())).frame(conn.format).clone();
+                    conn.outbox.push(frame);
+                    last = stored.position.seq;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        conn.finish_recovery(group, last);
+        metrics::counter!("signalbox_history_replays_total").increment(1);
+        if continuity == Some(true) {
+            outcome(true, None)
+        } else {
+            outcome(false, Some("messages after this position are no longer in history (retention)"))
+        }
+    }
+}
