@@ -311,3 +311,49 @@ async fn the_reconnecting_client_comes_back_by_itself_and_says_what_it_lost() {
     let event = within("disconnect", client.next_event()).await;
     assert!(matches!(event, Some(ClientEvent::Disconnected { code: 4000, retrying: false, .. })), "{event:?}");
 }
+
+/// Reads text frames from a raw socket until one is a message; returns its `seq`.
+async fn next_raw_message_seq(socket: &mut signalbox_tests::RawSocket) -> u64 {
+    within("a message", async {
+        loop {
+            let (opcode, payload) = socket.read_frame().await.expect("a frame");
+            if opcode != 0x1 {
+                continue;
+            }
+            let frame: Value = serde_json::from_slice(&payload).expect("json");
+            if frame["type"] == "message" {
+                return frame["seq"].as_u64().expect("seq");
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_slow_consumer_closed_with_4100_recovers_everything_on_reconnect() {
+    let signalbox = Signalbox::start_with(|config| config.edge.outbox_max_bytes = 256 * 1024).await;
+    let app = signalbox.app_with(history_settings(10_000)).await;
+    let token = app.token(None, &["room-1"], &[]).await;
+    // A client with a tiny receive window that stops reading after its first message.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small window");
+    let stream = socket.connect(signalbox.server.addr()).await.expect("connect");
+    let mut slow = signalbox_tests::RawSocket::handshake(stream, signalbox.server.addr(), &token).await;
+    let first = publish(&app, "room-1", json!({"n": 0})).await;
+    assert_eq!(next_raw_message_seq(&mut slow).await, first);
+    let pad = "z".repeat(60_000);
+    let mut published = Vec::new();
+    for n in 1..=200 {
+        published.push(publish(&app, "room-1", json!({"n": n, "pad": pad})).await);
+    }
+    assert_eq!(slow.read_close_code().await, Some(4100), "closed as a slow consumer");
+    // Back, from the last message it saw: everything after it, in order, once.
+    let mut again = connect_recovering(&app, &token, &[("room-1", first)]).await;
+    for (n, position) in published.iter().enumerate() {
+        let message = next_message(&mut again).await;
+        assert_eq!((message.seq, message.data["n"].as_u64()), (Some(*position), Some(n as u64 + 1)));
+    }
+    let (recovered, groups) = recovery_of(&mut again).await;
+    assert!(recovered, "{groups:?}");
+    assert_next_is_marker(&app, &mut again).await;
+}

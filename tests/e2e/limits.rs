@@ -97,15 +97,26 @@ async fn a_slow_consumer_is_closed_with_4100_and_nobody_else_waits() {
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_with_4101_and_a_live_one_stays() {
-    let signalbox = Signalbox::start_with(|config| config.edge.heartbeat_interval = Duration::from_secs(1)).await;
+    let signalbox = Signalbox::start_with(|config| {
+        config.edge.heartbeat_interval = Duration::from_secs(1);
+        config.edge.interest_linger = Duration::from_millis(100);
+    })
+    .await;
     let app = signalbox.app().await;
     let mut live = app.connect(None, &["g"], &[]).await;
     assert_eq!(live.welcome().heartbeat_seconds, 1);
-    let token = app.token(None, &[], &[]).await;
+    let before = signalbox.server.interest_count();
+    let token = app.token(Some("ghost"), &["haunted"], &[]).await;
     let mut silent = RawSocket::connect(signalbox.server.addr(), &token).await;
+    assert_eq!(signalbox.server.interest_count(), before + 2, "the ghost's user and group");
     // Read (pings included) without ever answering.
     assert_eq!(silent.read_close_code().await, Some(4101));
     // By now two heartbeat intervals have passed: the client that answers pings is still here.
     app.publish_to_group("g", "alive", json!(true)).await;
     assert_eq!(next_message(&mut live).await.event, "alive");
+    // And the dead peer's state is gone: its connection, its group and user subscriptions.
+    signalbox_tests::eventually("the dead peer's state to be cleaned up", || async {
+        (signalbox.server.connection_count() == 1 && signalbox.server.interest_count() == before).then_some(())
+    })
+    .await;
 }

@@ -124,9 +124,15 @@ impl Outbox {
         self.waker.wake();
     }
 
-    /// Bytes queued and not yet taken by the writer.
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.state.lock().bytes
+    /// Whether more than half the queue is in use: a producer that can wait (a replay from
+    /// history) waits, so that it never pushes the connection over its limit.
+    pub(crate) fn is_backed_up(&self) -> bool {
+        let state = self.state.lock();
+        state.bytes > self.max_bytes / 2 || state.frames.len() > self.max_frames / 2
+    }
+
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     pub(crate) fn is_closing(&self) -> bool {

@@ -25,8 +25,20 @@ struct Recovering {
     group: GroupName,
     /// Live messages held while the replay runs; `None` once it is done.
     held: Option<Vec<(u64, Bytes)>>,
+    held_bytes: usize,
     /// Once the replay is done: the last position it sent.
     replayed_up_to: u64,
+}
+
+/// What [`Recoveries::intercept`] did with a live message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intercepted {
+    /// Nothing: deliver it as usual.
+    Deliver,
+    /// Held for after the replay, or dropped because the replay sent it.
+    Taken,
+    /// Holding it would exceed the limit: the connection is a slow consumer.
+    Overflow,
 }
 
 impl Recoveries {
@@ -34,29 +46,31 @@ impl Recoveries {
     pub(crate) fn start(&self, group: &GroupName) {
         let mut groups = self.groups.lock();
         groups.retain(|r| &r.group != group);
-        groups.push(Recovering { group: group.clone(), held: Some(Vec::new()), replayed_up_to: 0 });
+        groups.push(Recovering { group: group.clone(), held: Some(Vec::new()), held_bytes: 0, replayed_up_to: 0 });
         self.any.store(true, Ordering::Release);
     }
 
-    /// Takes a live message of `group` at `position`: holds it while the replay runs, drops it
-    /// if the replay sent it. False when the message is to be delivered as usual.
-    pub(crate) fn intercept(&self, group: &str, position: u64, frame: &Bytes) -> bool {
+    /// Takes a live message of `group` at `position`: holds it while the replay runs (up to
+    /// `max_held_bytes` per group), drops it if the replay sent it.
+    pub(crate) fn intercept(&self, group: &str, position: u64, frame: &Bytes, max_held_bytes: usize) -> Intercepted {
         if !self.any.load(Ordering::Acquire) {
-            return false;
+            return Intercepted::Deliver;
         }
         let mut groups = self.groups.lock();
-        let Some(index) = groups.iter().position(|r| r.group.as_str() == group) else { return false };
+        let Some(index) = groups.iter().position(|r| r.group.as_str() == group) else { return Intercepted::Deliver };
         let recovering = &mut groups[index];
         match &mut recovering.held {
+            Some(_) if recovering.held_bytes + frame.len() > max_held_bytes => Intercepted::Overflow,
             Some(held) => {
                 held.push((position, frame.clone()));
-                true
+                recovering.held_bytes += frame.len();
+                Intercepted::Taken
             }
-            None if position <= recovering.replayed_up_to => true,
+            None if position <= recovering.replayed_up_to => Intercepted::Taken,
             None => {
                 groups.swap_remove(index);
                 self.any.store(!groups.is_empty(), Ordering::Release);
-                false
+                Intercepted::Deliver
             }
         }
     }
@@ -93,6 +107,8 @@ impl Recoveries {
 mod tests {
     use super::*;
 
+    const LIMIT: usize = 1 << 20;
+
     fn group(name: &str) -> GroupName {
         GroupName::new(name).expect("valid")
     }
@@ -110,9 +126,9 @@ mod tests {
     #[test]
     fn groups_not_recovering_pass_through() {
         let recoveries = Recoveries::default();
-        assert!(!recoveries.intercept("a", 1, &frame(1)));
+        assert_eq!(Intercepted::Deliver, recoveries.intercept("a", 1, &frame(1), LIMIT));
         recoveries.start(&group("a"));
-        assert!(!recoveries.intercept("b", 1, &frame(1)), "another group");
+        assert_eq!(Intercepted::Deliver, recoveries.intercept("b", 1, &frame(1), LIMIT), "another group");
     }
 
     #[test]
@@ -120,10 +136,10 @@ mod tests {
         let recoveries = Recoveries::default();
         recoveries.start(&group("a"));
         for position in [4, 5, 6] {
-            assert!(recoveries.intercept("a", position, &frame(position)));
+            assert_eq!(Intercepted::Taken, recoveries.intercept("a", position, &frame(position), LIMIT));
         }
         assert_eq!(finish(&recoveries, "a", 5), vec![frame(6)], "4 and 5 were replayed");
-        assert!(!recoveries.intercept("a", 7, &frame(7)), "then live as usual");
+        assert_eq!(Intercepted::Deliver, recoveries.intercept("a", 7, &frame(7), LIMIT), "then live as usual");
     }
 
     #[test]
@@ -131,19 +147,31 @@ mod tests {
         let recoveries = Recoveries::default();
         recoveries.start(&group("a"));
         assert!(finish(&recoveries, "a", 9).is_empty());
-        assert!(recoveries.intercept("a", 8, &frame(8)), "late live copy of a replayed message");
-        assert!(recoveries.intercept("a", 9, &frame(9)), "late live copy of a replayed message");
-        assert!(!recoveries.intercept("a", 10, &frame(10)), "the first new one goes through");
-        assert!(!recoveries.intercept("a", 11, &frame(11)), "and the floor is gone");
+        assert_eq!(
+            Intercepted::Taken,
+            recoveries.intercept("a", 8, &frame(8), LIMIT),
+            "late live copy of a replayed message"
+        );
+        assert_eq!(
+            Intercepted::Taken,
+            recoveries.intercept("a", 9, &frame(9), LIMIT),
+            "late live copy of a replayed message"
+        );
+        assert_eq!(
+            Intercepted::Deliver,
+            recoveries.intercept("a", 10, &frame(10), LIMIT),
+            "the first new one goes through"
+        );
+        assert_eq!(Intercepted::Deliver, recoveries.intercept("a", 11, &frame(11), LIMIT), "and the floor is gone");
     }
 
     #[test]
     fn cancelling_forgets_the_group() {
         let recoveries = Recoveries::default();
         recoveries.start(&group("a"));
-        assert!(recoveries.intercept("a", 3, &frame(3)));
+        assert_eq!(Intercepted::Taken, recoveries.intercept("a", 3, &frame(3), LIMIT));
         recoveries.cancel(&group("a"));
-        assert!(!recoveries.intercept("a", 4, &frame(4)));
+        assert_eq!(Intercepted::Deliver, recoveries.intercept("a", 4, &frame(4), LIMIT));
         assert!(finish(&recoveries, "a", 0).is_empty(), "nothing left to finish");
     }
 
@@ -153,7 +181,16 @@ mod tests {
         recoveries.start(&group("a"));
         assert!(finish(&recoveries, "a", 9).is_empty());
         recoveries.start(&group("a"));
-        assert!(recoveries.intercept("a", 2, &frame(2)), "held again");
+        assert_eq!(Intercepted::Taken, recoveries.intercept("a", 2, &frame(2), LIMIT), "held again");
         assert_eq!(finish(&recoveries, "a", 1), vec![frame(2)]);
+    }
+
+    #[test]
+    fn holding_more_than_the_limit_overflows() {
+        let recoveries = Recoveries::default();
+        recoveries.start(&group("a"));
+        let big = Bytes::from(vec![b'x'; 600]);
+        assert_eq!(recoveries.intercept("a", 1, &big, 1000), Intercepted::Taken);
+        assert_eq!(recoveries.intercept("a", 2, &big, 1000), Intercepted::Overflow);
     }
 }

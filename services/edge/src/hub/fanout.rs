@@ -8,12 +8,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use signalbox_core::CloseCode;
 use signalbox_proto::native;
 use signalbox_proto::wire::{DataKind, Envelope};
 
 use super::{Hub, Target};
 use crate::conn::{Conn, ConnKey, WireFormat};
-use crate::outbox::Pushed;
+use crate::outbox::{CloseRequest, Pushed};
+use crate::recoveries::Intercepted;
 
 /// One message on its way out, with its frames encoded lazily, once per format.
 pub(crate) struct Outgoing<'a> {
@@ -48,12 +50,21 @@ impl<'a> Outgoing<'a> {
     /// hold or drop it); returns whether it was queued.
     pub(crate) fn send_to(&mut self, conn: &Conn) -> bool {
         let frame = self.frame(conn.format).clone();
-        if let (Some(group), Some(position)) = (self.group, self.envelope.position)
-            && conn.recovery.intercept(group, position, &frame)
-        {
-            return true;
-        }
-        match conn.outbox.push(frame) {
+        let pushed = match (self.group, self.envelope.position) {
+            (Some(group), Some(position)) => {
+                match conn.recovery.intercept(group, position, &frame, conn.outbox.max_bytes()) {
+                    Intercepted::Deliver => conn.outbox.push(frame),
+                    Intercepted::Taken => return true,
+                    // More held back during the replay than the connection may queue.
+                    Intercepted::Overflow => {
+                        conn.outbox.close_now(CloseRequest::default_for(CloseCode::SlowConsumer));
+                        Pushed::Overflowed
+                    }
+                }
+            }
+            _ => conn.outbox.push(frame),
+        };
+        match pushed {
             Pushed::Queued => true,
             Pushed::Overflowed => {
                 metrics::counter!("signalbox_slow_consumer_closes_total").increment(1);

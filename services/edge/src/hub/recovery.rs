@@ -17,6 +17,7 @@ use signalbox_proto::wire::{self, Body};
 
 use super::{Hub, Outgoing};
 use crate::conn::Conn;
+use crate::outbox::Pushed;
 
 /// Messages read from the journal at a time.
 const PAGE: usize = 256;
@@ -38,14 +39,6 @@ impl Hub {
         let mut last = after;
         let mut continuity = None;
         loop {
-            // Backpressure: replay only as fast as the client reads.
-            while conn.outbox.queued_bytes() > self.config.outbox_max_bytes / 2 {
-                if conn.outbox.is_closing() {
-                    conn.finish_recovery(group, last);
-                    return outcome(false, Some("the connection closed during recovery"));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
             let stored = match self.journal.read(&conn.scope.app, &subject, last, PAGE).await {
                 Ok(stored) => stored,
                 Err(err) => {
@@ -61,10 +54,21 @@ impl Hub {
             }
             let full = stored.len() == PAGE;
             for stored in stored {
+                // Backpressure: replay only as fast as the client reads.
+                while conn.outbox.is_backed_up() {
+                    if conn.outbox.is_closing() {
+                        conn.finish_recovery(group, last);
+                        return outcome(false, Some("the connection closed during recovery"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 if let Ok(Body::Message(mut envelope)) = wire::decode(stored.payload) {
                     envelope.position = Some(stored.position.seq);
                     let frame = Outgoing::new(&envelope, Some(group.as_str())).frame(conn.format).clone();
-                    conn.outbox.push(frame);
+                    if conn.outbox.push(frame) != Pushed::Queued {
+                        conn.finish_recovery(group, last);
+                        return outcome(false, Some("the connection closed during recovery"));
+                    }
                     last = stored.position.seq;
                 }
             }
