@@ -5,8 +5,11 @@
 #   2. starts a private PostgreSQL cluster on its own port and directory (installing
 #      PostgreSQL from Debian if it is missing), unless one of ours is already running;
 #   3. runs every test of the workspace (cargo nextest when available, else cargo test);
-#   4. stops the Postgres it started.
-# Extra arguments go to the test runner: scripts/test.sh -E 'test(cluster)'.
+#   4. runs the TypeScript SDK's and the chat demo's tests (node --test) against the debug
+#      signalbox binary that step 3 built, with headless Chromium (installed from Debian if
+#      it is missing) for the demo's browser test; SIGNALBOX_TEST_JS=0 skips this step;
+#   5. stops the Postgres it started.
+# Extra arguments go to the cargo test runner: scripts/test.sh -E 'test(cluster)'.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +19,13 @@ PG_PORT=${SIGNALBOX_TEST_PG_PORT:-54329}
 PG_DIR=${SIGNALBOX_TEST_PG_DIR:-${TMPDIR:-/tmp}/signalbox-test-pg-$PG_PORT}
 
 log() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
+
+# Installs Debian packages (as root, or through sudo).
+apt_install() {
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
 
 # --- 1. nats-server -------------------------------------------------------------------
 NATS_BIN="$CACHE/nats/bin/nats-server"
@@ -32,9 +42,7 @@ pg_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 PG_BIN=$(pg_bin_dir)
 if [ -z "$PG_BIN" ]; then
   log "PostgreSQL is not installed: installing it from Debian"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  apt_install postgresql
   PG_BIN=$(pg_bin_dir)
 fi
 
@@ -70,10 +78,43 @@ export SIGNALBOX_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postg
 
 # --- 3. the tests ---------------------------------------------------------------------
 cd "$ROOT"
+CARGO_STATUS=0
 if cargo nextest --version >/dev/null 2>&1; then
   log "running cargo nextest"
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || CARGO_STATUS=$?
 else
   log "cargo-nextest not found: running cargo test"
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || CARGO_STATUS=$?
 fi
+
+# --- 4. the TypeScript SDK and the chat demo ------------------------------------------
+if [ "${SIGNALBOX_TEST_JS:-1}" = "0" ]; then
+  log "SIGNALBOX_TEST_JS=0: skipping the TypeScript tests"
+  exit "$CARGO_STATUS"
+fi
+# The cargo phase built the binary (the signalbox crate has integration tests); build it only
+# if a filtered run did not.
+SIGNALBOX_BIN=${SIGNALBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/signalbox}
+if [ ! -x "$SIGNALBOX_BIN" ]; then
+  log "building the signalbox binary for the TypeScript tests"
+  cargo build -p signalbox
+fi
+export SIGNALBOX_BIN
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  log "Node.js is not installed: installing it from Debian"
+  apt_install nodejs npm
+fi
+export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  log "Chromium is not installed: installing it from Debian"
+  apt_install chromium
+fi
+log "installing the SDK's and the demo's npm packages and building the SDK"
+(cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+(cd examples/chat && npm ci --no-audit --no-fund --loglevel=error)
+log "running the TypeScript SDK and chat demo tests (node --test)"
+JS_STATUS=0
+node --test sdk/js/test/*.test.mjs examples/chat/test/*.test.mjs || JS_STATUS=$?
+[ "$CARGO_STATUS" -eq 0 ] || log "the cargo tests failed (exit $CARGO_STATUS)"
+[ "$JS_STATUS" -eq 0 ] || log "the TypeScript tests failed (exit $JS_STATUS)"
+[ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ]
