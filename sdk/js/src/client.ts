@@ -133,7 +133,8 @@ export class SignalboxClient {
   readonly #url: string;
   readonly #options: ClientOptions;
   readonly #events = new Emitter<ClientEvents>();
-  readonly #messageHandlers = new Map<string, Set<(message: Message) => void>>();
+  /** Handlers of one event name each (`onMessage`), keyed by the message's event name. */
+  readonly #messageEvents = new Emitter<Record<string, Message>>();
   readonly #groups = new GroupTracker();
   readonly #tokens: TokenSource;
   readonly #backoff: Backoff;
@@ -217,14 +218,7 @@ export class SignalboxClient {
 
   /** Handles the messages of one event name (`on('message', …)` gets all of them). */
   onMessage<T = unknown>(event: string, handler: (message: Message<T>) => void): Unsubscribe {
-    let handlers = this.#messageHandlers.get(event);
-    if (!handlers) {
-      handlers = new Set();
-      this.#messageHandlers.set(event, handlers);
-    }
-    const stored = handler as (message: Message) => void;
-    handlers.add(stored);
-    return () => this.#messageHandlers.get(event)?.delete(stored);
+    return this.#messageEvents.on(event, handler as (message: Message) => void);
   }
 
   /** Joins a group, now and after every reconnect (recovering it when it has history). */
@@ -438,15 +432,7 @@ export class SignalboxClient {
     if (frame.group !== undefined) message.group = frame.group;
     if (frame.seq !== undefined) message.seq = frame.seq;
     this.#events.emit("message", message);
-    for (const handler of [...(this.#messageHandlers.get(frame.event) ?? [])]) {
-      try {
-        handler(message);
-      } catch (error) {
-        setTimeout(() => {
-          throw error;
-        });
-      }
-    }
+    this.#messageEvents.emit(frame.event, message);
   }
 
   #connectedEvent(session: Session): ConnectedEvent {
