@@ -5,7 +5,7 @@
 // could not recover. Each physical connection is a `Session` (session.ts).
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { closeAction } from "./close-codes.js";
+import { closeAction, type CloseAction } from "./close-codes.js";
 import { Emitter, type Unsubscribe } from "./emitter.js";
 import { ConnectionClosedError, NotConnectedError, ServerError, SignalboxError, TokenProviderError } from "./errors.js";
 import { GroupTracker } from "./groups.js";
@@ -320,12 +320,11 @@ export class SignalboxClient {
         if (this.#closing) return;
         ended = closure(error);
         const action = closeAction(ended.code);
-        if (action === "give_up" || (action === "reauthenticate" && !this.#tokens.renewable)) {
+        if (this.#givesUp(action)) {
           this.#finish(ended.code, ended.reason);
           return;
         }
         reauthenticate = action === "reauthenticate";
-        if (reauthenticate) this.#tokens.discard();
         failures += 1;
         immediate = false;
         continue;
@@ -350,18 +349,23 @@ export class SignalboxClient {
       this.#session = undefined;
       if (this.#closing) return;
       const action = this.#drainRequested ? "reconnect_now" : closeAction(ended.code);
-      if (action === "give_up" || (action === "reauthenticate" && !this.#tokens.renewable)) {
+      if (this.#givesUp(action)) {
         this.#finish(ended.code, ended.reason);
         return;
       }
       reauthenticate = action === "reauthenticate";
-      if (reauthenticate) this.#tokens.discard();
       immediate = action === "reconnect_now" || action === "reauthenticate";
     }
   }
 
+  /** Whether a close with this action ends the client: a new token is needed and none can be had. */
+  #givesUp(action: CloseAction): boolean {
+    return action === "give_up" || (action === "reauthenticate" && !this.#tokens.renewable);
+  }
+
   /** A token for the next attempt; `undefined` when there is none to try. */
   async #token(mustBeNew: boolean): Promise<string | undefined> {
+    if (mustBeNew) this.#tokens.discard();
     try {
       return await this.#tokens.fetch();
     } catch (error) {
