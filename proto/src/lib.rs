@@ -5,11 +5,13 @@
 //!   frame encoding;
 //! - [`wire`]: the versioned binary packets of the routing plane (the message envelope,
 //!   node control, edge → api requests, config announcements);
-//! - [`subject`]: the subject scheme and the encoding of names into subject tokens.
+//! - [`subject`]: the subject scheme and the encoding of names into subject tokens;
+//! - [`presence`]: a group's presence summed up from the nodes' answers.
 //!
 //! Depends only on `signalbox-core`. Must not depend on tokio, axum, NATS or the store.
 
 pub mod native;
+pub mod presence;
 pub mod subject;
 pub mod wire;
 

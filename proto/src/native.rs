@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use signalbox_core::{ErrorCode, EventName, GroupName, InvalidName};
 
+use crate::presence::PresenceSummary;
 use crate::wire::DataKind;
 
 /// The WebSocket subprotocol name.
@@ -59,6 +60,15 @@ pub enum ClientCommand {
     },
     /// Application-level heartbeat for clients that cannot see WebSocket pings (browsers).
     Ping,
+    /// Who is in a group.
+    Presence {
+        group: GroupName,
+    },
+    /// A client event for the app's webhook; `data` is raw JSON (`null` when absent).
+    Event {
+        event: EventName,
+        data: Bytes,
+    },
 }
 
 /// A frame that could not become a request: answered with an error reply.
@@ -108,6 +118,30 @@ struct PublishArgs<'a> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PresenceArgs<'a> {
+    #[serde(rename = "type")]
+    _kind: &'a str,
+    #[serde(rename = "id")]
+    _id: Option<ReplyId>,
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventArgs<'a> {
+    #[serde(rename = "type")]
+    _kind: &'a str,
+    #[serde(rename = "id")]
+    _id: Option<ReplyId>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PingArgs<'a> {
     #[serde(rename = "type")]
     _kind: &'a str,
@@ -153,9 +187,7 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
             ClientCommand::Publish {
                 group: GroupName::new(&*args.group).map_err(invalid_name)?,
                 event: EventName::new(&*args.event).map_err(invalid_name)?,
-                data: args
-                    .data
-                    .map_or_else(|| Bytes::from_static(b"null"), |raw| Bytes::copy_from_slice(raw.get().as_bytes())),
+                data: raw_or_null(args.data),
                 no_echo: args.no_echo,
             }
         }
@@ -163,12 +195,27 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
             let _: PingArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
             ClientCommand::Ping
         }
+        "presence" => {
+            let args: PresenceArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
+            ClientCommand::Presence { group: GroupName::new(&*args.group).map_err(invalid_name)? }
+        }
+        "event" => {
+            let args: EventArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
+            ClientCommand::Event {
+                event: EventName::new(&*args.event).map_err(invalid_name)?,
+                data: raw_or_null(args.data),
+            }
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(fail(ErrorCode::UnknownType, format!("unknown frame type {shown:?}")));
         }
     };
     Ok(ClientRequest { id, command })
+}
+
+fn raw_or_null(data: Option<&RawValue>) -> Bytes {
+    data.map_or_else(|| Bytes::from_static(b"null"), |raw| Bytes::copy_from_slice(raw.get().as_bytes()))
 }
 
 /// Writes JSON into a byte buffer. Writing to a `Vec` cannot fail, so results are ignored.
@@ -283,6 +330,69 @@ pub fn encode_recovery(groups: &[GroupRecovery]) -> Vec<u8> {
     w.finish()
 }
 
+/// `{"type":"reply","id":…,"presence":{"count":…,"connections":…,"members":[…]}}`.
+pub fn encode_reply_presence(id: &ReplyId, presence: &PresenceSummary) -> Vec<u8> {
+    let mut w = JsonWriter::new(96 + 64 * presence.members.len());
+    w.raw(br#"{"type":"reply","id":"#).value(id).raw(br#","presence":{"count":"#).number(presence.count() as u64);
+    w.raw(br#","connections":"#).number(presence.connections as u64).raw(br#","members":["#);
+    for (i, member) in presence.members.iter().enumerate() {
+        if i > 0 {
+            w.raw(b",");
+        }
+        w.raw(br#"{"userId":"#).string(&member.user_id);
+        w.raw(br#","connections":"#).number(member.connections as u64);
+        if let Some(info) = member.info_json.as_deref().filter(|i| serde_json::from_str::<&RawValue>(i).is_ok()) {
+            w.raw(br#","info":"#).raw(info.as_bytes());
+        }
+        w.raw(b"}");
+    }
+    w.raw(b"]}}");
+    w.finish()
+}
+
+/// `{"type":"reply","id":…,"data":…}`: the app's answer to a client event (raw JSON).
+pub fn encode_reply_data(id: &ReplyId, data: &[u8]) -> Vec<u8> {
+    let mut w = JsonWriter::new(40 + data.len());
+    let data = if data.is_empty() { b"null".as_slice() } else { data };
+    w.raw(br#"{"type":"reply","id":"#).value(id).raw(br#","data":"#).raw(data).raw(b"}");
+    w.finish()
+}
+
+/// A member in a presence event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PresenceChange<'a> {
+    #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<&'a str>,
+    #[serde(rename = "connectionId")]
+    pub connection_id: &'a str,
+}
+
+/// `{"type":"presence","group":…,"joined":[…],"left":[…],"count":…}`: members came and went.
+pub fn encode_presence_members(
+    group: &str,
+    joined: &[PresenceChange<'_>],
+    left: &[PresenceChange<'_>],
+    count: u64,
+    truncated: bool,
+) -> Vec<u8> {
+    let mut w = JsonWriter::new(64 + group.len() + 64 * (joined.len() + left.len()));
+    w.raw(br#"{"type":"presence","group":"#).string(group);
+    w.raw(br#","joined":"#).value(joined).raw(br#","left":"#).value(left);
+    w.raw(br#","count":"#).number(count);
+    if truncated {
+        w.raw(br#","truncated":true"#);
+    }
+    w.raw(b"}");
+    w.finish()
+}
+
+/// `{"type":"presence","group":…,"count":…}`: the group's number of connections changed.
+pub fn encode_presence_count(group: &str, count: u64) -> Vec<u8> {
+    let mut w = JsonWriter::new(48 + group.len());
+    w.raw(br#"{"type":"presence","group":"#).string(group).raw(br#","count":"#).number(count).raw(b"}");
+    w.finish()
+}
+
 /// `{"type":"reconnect","reason":…}`: the node is going away; reconnect (elsewhere) now.
 pub fn encode_reconnect(reason: &str) -> Vec<u8> {
     let mut w = JsonWriter::new(48 + reason.len());
@@ -345,6 +455,12 @@ mod tests {
             matches!(no_data.command, ClientCommand::Publish { ref data, no_echo: true, .. } if &data[..] == b"null")
         );
         assert_eq!(parse(r#"{"type":"ping"}"#).expect("ping").command, ClientCommand::Ping);
+        let presence = parse(r#"{"type":"presence","group":"g","id":3}"#).expect("presence");
+        assert_eq!(presence.command, ClientCommand::Presence { group: GroupName::new("g").expect("valid") });
+        let event = parse(r#"{"type":"event","event":"vote","data":[1]}"#).expect("event");
+        assert!(matches!(event.command, ClientCommand::Event { ref data, .. } if &data[..] == b"[1]"));
+        assert_eq!(parse(r#"{"type":"event","id":2}"#).expect_err("no event name").code, ErrorCode::BadRequest);
+        assert_eq!(parse(r#"{"type":"presence","group":""}"#).expect_err("bad group").code, ErrorCode::InvalidName);
     }
 
     #[test]
@@ -415,5 +531,31 @@ mod tests {
             json!({"type":"recovery","recovered":true,"groups":[{"group":"h","recovered":true}]})
         );
         assert_eq!(v(encode_reconnect("draining")), json!({"type":"reconnect","reason":"draining"}));
+        let summary = crate::presence::PresenceSummary {
+            connections: 3,
+            members: vec![
+                crate::presence::Member {
+                    user_id: "a\"b".into(),
+                    connections: 2,
+                    info_json: Some(r#"{"x":1}"#.into()),
+                },
+                crate::presence::Member { user_id: "c".into(), connections: 1, info_json: Some("not json".into()) },
+            ],
+        };
+        assert_eq!(
+            v(encode_reply_presence(&ReplyId::Number(4), &summary)),
+            json!({"type":"reply","id":4,"presence":{"count":2,"connections":3,"members":[
+                {"userId":"a\"b","connections":2,"info":{"x":1}},{"userId":"c","connections":1}]}})
+        );
+        assert_eq!(v(encode_reply_data(&ReplyId::Number(5), b"")), json!({"type":"reply","id":5,"data":null}));
+        assert_eq!(v(encode_reply_data(&ReplyId::Number(5), b"[1,2]")), json!({"type":"reply","id":5,"data":[1,2]}));
+        let bob = PresenceChange { user_id: Some("bob"), connection_id: "c1" };
+        let anon = PresenceChange { user_id: None, connection_id: "c2" };
+        assert_eq!(
+            v(encode_presence_members("g", &[bob], &[anon], 7, true)),
+            json!({"type":"presence","group":"g","joined":[{"userId":"bob","connectionId":"c1"}],
+                   "left":[{"connectionId":"c2"}],"count":7,"truncated":true})
+        );
+        assert_eq!(v(encode_presence_count("g", 3)), json!({"type":"presence","group":"g","count":3}));
     }
 }

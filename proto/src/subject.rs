@@ -12,6 +12,9 @@
 //! | `{root}.a.{app}.{op}` | edge → api requests (keys, user groups) | every api node, as a queue group |
 //! | `{root}.c.{app}` | config changes (key revoked, settings) | every edge and api node (`{root}.c.*`) |
 //! | `{root}.h.{app}.{hub}.g.{group}` | group messages to store (history) | the app's history stream, which republishes each stored message on the group's `m` subject |
+//! | `{root}.e.{node}` | a node's heartbeat | every api node and edge (`{root}.e.*`) |
+//! | `{root}.r` | a roll call: every edge answers with its heartbeat at once | every edge |
+//! | `{root}.w.{app}` | connection events for the app's webhooks | the event queue (a stream in a cluster) |
 //!
 //! Names (groups, users) are encoded into one token: `[A-Za-z0-9_-]` stays as it is and
 //! every other byte becomes `~XX` (upper-case hex). The encoding is injective, so no name can
@@ -80,13 +83,24 @@ pub enum ApiOp {
     Key,
     /// The groups a user was added to through the REST API.
     UserGroups,
+    /// Who is in a group, gathered from every node.
+    Presence,
+    /// The app's `connect` webhook, asked before a connection opens.
+    Connect,
+    /// A client event, for the app's `event` webhook.
+    ClientEvent,
 }
 
 impl ApiOp {
+    pub const ALL: [Self; 5] = [Self::Key, Self::UserGroups, Self::Presence, Self::Connect, Self::ClientEvent];
+
     fn token(self) -> &'static str {
         match self {
             Self::Key => "key",
             Self::UserGroups => "user-groups",
+            Self::Presence => "presence",
+            Self::Connect => "connect",
+            Self::ClientEvent => "event",
         }
     }
 }
@@ -100,6 +114,9 @@ pub enum Route {
     Node(NodeId, AppId),
     Api(AppId, ApiOp),
     Config(AppId),
+    Heartbeat(NodeId),
+    RollCall,
+    Events(AppId),
 }
 
 /// A subject that does not follow the scheme.
@@ -175,6 +192,29 @@ impl Subjects {
         self.make(format_args!("c.*"))
     }
 
+    pub fn heartbeat(&self, node: &NodeId) -> Subject {
+        self.make(format_args!("e.{node}"))
+    }
+
+    pub fn heartbeat_pattern(&self) -> Subject {
+        self.make(format_args!("e.*"))
+    }
+
+    /// Asks every edge to send its heartbeat now (a starting api node learns the cluster).
+    pub fn roll_call(&self) -> Subject {
+        self.make(format_args!("r"))
+    }
+
+    /// Where an app's connection events for webhooks are queued.
+    pub fn events(&self, app: &AppId) -> Subject {
+        self.make(format_args!("w.{app}"))
+    }
+
+    /// Every app's connection events (the subjects of the event queue).
+    pub fn events_pattern(&self) -> Subject {
+        self.make(format_args!("w.*"))
+    }
+
     /// Where a message to a group with history is stored.
     pub fn history(&self, scope: &Scope, group: &GroupName) -> Subject {
         self.make(format_args!("h.{}.{}.g.{}", scope.app, scope.hub, encode_token(group.as_str())))
@@ -217,9 +257,14 @@ impl Subjects {
             ["m", a, h, "g", g] => Ok(Route::Group(scope(a, h)?, GroupName::new(name(g)?).map_err(invalid)?)),
             ["m", a, h, "u", u] => Ok(Route::User(scope(a, h)?, UserId::new(name(u)?).map_err(invalid)?)),
             ["n", n, a] => Ok(Route::Node(NodeId::new(n).map_err(invalid)?, app(a)?)),
-            ["a", a, "key"] => Ok(Route::Api(app(a)?, ApiOp::Key)),
-            ["a", a, "user-groups"] => Ok(Route::Api(app(a)?, ApiOp::UserGroups)),
+            ["a", a, op] => {
+                let op = ApiOp::ALL.into_iter().find(|o| o.token() == *op).ok_or_else(unknown)?;
+                Ok(Route::Api(app(a)?, op))
+            }
             ["c", a] => Ok(Route::Config(app(a)?)),
+            ["e", n] => Ok(Route::Heartbeat(NodeId::new(n).map_err(invalid)?)),
+            ["r"] => Ok(Route::RollCall),
+            ["w", a] => Ok(Route::Events(app(a)?)),
             _ => Err(unknown()),
         }
     }
@@ -319,6 +364,14 @@ mod tests {
         assert_eq!(s.parse(s.node(&node, &app).as_str()), Ok(Route::Node(node.clone(), app.clone())));
         assert_eq!(s.parse(s.api(&app, ApiOp::Key).as_str()), Ok(Route::Api(app.clone(), ApiOp::Key)));
         assert_eq!(s.parse(s.config(&app).as_str()), Ok(Route::Config(app.clone())));
+        for op in ApiOp::ALL {
+            assert_eq!(s.parse(s.api(&app, op).as_str()), Ok(Route::Api(app.clone(), op)));
+        }
+        assert_eq!(s.parse(s.heartbeat(&node).as_str()), Ok(Route::Heartbeat(node.clone())));
+        assert!(s.heartbeat(&node).matches(&s.heartbeat_pattern()));
+        assert_eq!(s.parse(s.roll_call().as_str()), Ok(Route::RollCall));
+        assert_eq!(s.parse(s.events(&app).as_str()), Ok(Route::Events(app.clone())));
+        assert!(s.events(&app).matches(&s.events_pattern()));
         assert!(s.node(&node, &app).matches(&s.node_pattern(&node)));
         assert!(s.config(&app).matches(&s.config_pattern()));
         assert!(!s.config(&app).matches(&s.node_pattern(&node)));

@@ -88,7 +88,7 @@ pub struct Control {
     /// The user, for user subjects.
     #[prost(string, tag = "4")]
     pub user: String,
-    #[prost(oneof = "ControlOp", tags = "5, 6, 7, 8")]
+    #[prost(oneof = "ControlOp", tags = "5, 6, 7, 8, 9")]
     pub op: Option<ControlOp>,
 }
 
@@ -103,6 +103,30 @@ pub enum ControlOp {
     /// Asks for the connection's info; answered with a [`ControlReply`].
     #[prost(bool, tag = "8")]
     Query(bool),
+    /// Asks a node (not a connection: `connection` is empty) for its connections in a group
+    /// or of a user; answered with a [`ControlReply`] carrying `presence`.
+    #[prost(message, tag = "9")]
+    Presence(PresenceQuery),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PresenceQuery {
+    #[prost(string, optional, tag = "1")]
+    pub group: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    pub user: Option<String>,
+}
+
+/// One connection in a presence answer.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PresenceEntry {
+    #[prost(string, tag = "1")]
+    pub connection_id: String,
+    #[prost(string, optional, tag = "2")]
+    pub user: Option<String>,
+    /// The token's `info` claim, as JSON.
+    #[prost(string, optional, tag = "3")]
+    pub info_json: Option<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -125,6 +149,9 @@ pub struct ControlReply {
     pub error_code: String,
     #[prost(string, tag = "4")]
     pub error_message: String,
+    /// For a presence query: the node's matching connections.
+    #[prost(message, repeated, tag = "5")]
+    pub presence: Vec<PresenceEntry>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -159,7 +186,7 @@ pub struct ConnectionInfo {
 pub struct ApiRequest {
     #[prost(string, tag = "1")]
     pub app: String,
-    #[prost(oneof = "ApiQuery", tags = "2, 3")]
+    #[prost(oneof = "ApiQuery", tags = "2, 3, 4, 5, 6")]
     pub query: Option<ApiQuery>,
 }
 
@@ -170,6 +197,105 @@ pub enum ApiQuery {
     Key(String),
     #[prost(message, tag = "3")]
     UserGroups(UserGroupsQuery),
+    /// Who is in a group, on every node (for a client's `presence` request).
+    #[prost(message, tag = "4")]
+    Presence(GroupPresenceQuery),
+    /// Ask the app's `connect` webhook whether (and how) a connection may open.
+    #[prost(message, tag = "5")]
+    Connect(ConnectRequest),
+    /// A client event for the app's `event` webhook; its answer goes back to the client.
+    #[prost(message, tag = "6")]
+    ClientEvent(ClientEventRequest),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupPresenceQuery {
+    #[prost(string, tag = "1")]
+    pub hub: String,
+    #[prost(string, tag = "2")]
+    pub group: String,
+}
+
+/// A connection about to open, as the `connect` webhook sees it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConnectRequest {
+    #[prost(string, tag = "1")]
+    pub connection_id: String,
+    #[prost(string, tag = "2")]
+    pub hub: String,
+    #[prost(string, optional, tag = "3")]
+    pub user: Option<String>,
+    #[prost(string, repeated, tag = "4")]
+    pub groups: Vec<String>,
+    #[prost(string, repeated, tag = "5")]
+    pub permissions: Vec<String>,
+    /// Every claim of the client's token, as JSON.
+    #[prost(string, tag = "6")]
+    pub claims_json: String,
+    /// The connect URL's query parameters (without the token), as a JSON object.
+    #[prost(string, tag = "7")]
+    pub query_json: String,
+    /// Selected request headers (origin, user agent), as a JSON object.
+    #[prost(string, tag = "8")]
+    pub headers_json: String,
+    #[prost(uint32, tag = "9")]
+    pub timeout_ms: u32,
+}
+
+/// The `connect` webhook's decision.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConnectDecision {
+    #[prost(enumeration = "ConnectOutcome", tag = "1")]
+    pub outcome: i32,
+    /// Why, for a rejection or a failure (shown to the client as the close reason).
+    #[prost(string, tag = "2")]
+    pub reason: String,
+    /// Replaces the token's user id.
+    #[prost(string, optional, tag = "3")]
+    pub user: Option<String>,
+    /// When set, `groups` replaces the token's groups.
+    #[prost(bool, tag = "4")]
+    pub replace_groups: bool,
+    #[prost(string, repeated, tag = "5")]
+    pub groups: Vec<String>,
+    /// When set, `permissions` replaces the token's permissions.
+    #[prost(bool, tag = "6")]
+    pub replace_permissions: bool,
+    #[prost(string, repeated, tag = "7")]
+    pub permissions: Vec<String>,
+    /// Replaces the token's `info`, as JSON.
+    #[prost(string, optional, tag = "8")]
+    pub info_json: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ConnectOutcome {
+    /// Accepted (with the changes the decision carries).
+    Accept = 0,
+    /// Refused by the webhook.
+    Reject = 1,
+    /// The webhook could not be asked or did not answer well; the app's policy decides.
+    Failed = 2,
+    /// The app has no `connect` webhook.
+    NoWebhook = 3,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClientEventRequest {
+    #[prost(string, tag = "1")]
+    pub connection_id: String,
+    #[prost(string, tag = "2")]
+    pub hub: String,
+    #[prost(string, optional, tag = "3")]
+    pub user: Option<String>,
+    #[prost(string, tag = "4")]
+    pub event: String,
+    /// The event's data, as JSON.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub data: Bytes,
+    #[prost(uint32, tag = "6")]
+    pub timeout_ms: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -183,7 +309,7 @@ pub struct UserGroupsQuery {
 /// The api's answer to an [`ApiRequest`].
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ApiReply {
-    #[prost(oneof = "ApiAnswer", tags = "1, 2, 3")]
+    #[prost(oneof = "ApiAnswer", tags = "1, 2, 3, 4, 5, 6")]
     pub answer: Option<ApiAnswer>,
 }
 
@@ -196,6 +322,19 @@ pub enum ApiAnswer {
     /// The request could not be answered (unknown key, store down, …): a safe message.
     #[prost(message, tag = "3")]
     Error(ApiFailure),
+    #[prost(message, tag = "4")]
+    Presence(PresenceList),
+    #[prost(message, tag = "5")]
+    Connect(ConnectDecision),
+    /// The `event` webhook's answer, as JSON.
+    #[prost(bytes = "bytes", tag = "6")]
+    EventReply(Bytes),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PresenceList {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<PresenceEntry>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -212,6 +351,9 @@ pub struct KeyInfo {
     /// The app's settings as JSON.
     #[prost(string, tag = "5")]
     pub settings_json: String,
+    /// The events the app's webhooks ask for (`connect`, `connected`, `disconnected`, `event`).
+    #[prost(string, repeated, tag = "6")]
+    pub webhook_events: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -233,6 +375,10 @@ pub struct ApiFailure {
 pub enum ApiFailureKind {
     NotFound = 0,
     Unavailable = 1,
+    /// No webhook handles the request.
+    NoUpstream = 2,
+    /// The webhook failed, timed out or answered with an error.
+    UpstreamFailed = 3,
 }
 
 /// Announced by the api when something edges cache changes.
@@ -257,7 +403,7 @@ pub enum ConfigChangeKind {
 /// Everything that travels on the bus.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Packet {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub body: Option<Body>,
 }
 
@@ -275,6 +421,101 @@ pub enum Body {
     ApiReply(ApiReply),
     #[prost(message, tag = "6")]
     ConfigChange(ConfigChange),
+    #[prost(message, tag = "7")]
+    Heartbeat(Heartbeat),
+    #[prost(message, tag = "8")]
+    PresenceUpdate(PresenceUpdate),
+    #[prost(message, tag = "9")]
+    ConnectionEvent(ConnectionEvent),
+}
+
+/// An edge not heard from for this long is lost: the dispatcher reports its connections
+/// disconnected, and an edge that was cut off from the routing plane this long closes its
+/// clients when it is back (their disconnects were reported).
+pub const NODE_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An edge saying it is alive (on its heartbeat subject, every few seconds, and when asked
+/// by a roll call).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Heartbeat {
+    #[prost(string, tag = "1")]
+    pub node: String,
+    /// When the node started, in Unix milliseconds: a restarted node is a new node.
+    #[prost(uint64, tag = "2")]
+    pub started_at_millis: u64,
+    #[prost(uint64, tag = "3")]
+    pub connections: u64,
+}
+
+/// A node's batch of presence changes in a group, on the group's subject.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PresenceUpdate {
+    #[prost(string, tag = "1")]
+    pub app: String,
+    #[prost(string, tag = "2")]
+    pub hub: String,
+    #[prost(string, tag = "3")]
+    pub group: String,
+    #[prost(string, tag = "4")]
+    pub node: String,
+    #[prost(message, repeated, tag = "5")]
+    pub joined: Vec<PresenceMember>,
+    #[prost(message, repeated, tag = "6")]
+    pub left: Vec<PresenceMember>,
+    /// The node's connections in the group now.
+    #[prost(uint32, tag = "7")]
+    pub local_count: u32,
+    /// The lists were cut short.
+    #[prost(bool, tag = "8")]
+    pub truncated: bool,
+    /// The sender just got its first member here: others, send your counts.
+    #[prost(bool, tag = "9")]
+    pub sync_request: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PresenceMember {
+    #[prost(string, tag = "1")]
+    pub connection_id: String,
+    #[prost(string, optional, tag = "2")]
+    pub user: Option<String>,
+}
+
+/// A connection opened or closed, for the app's webhooks (queued durably).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConnectionEvent {
+    /// Unique; the webhook's `ce-id`, for deduplication.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub app: String,
+    #[prost(string, tag = "3")]
+    pub hub: String,
+    #[prost(enumeration = "ConnectionEventKind", tag = "4")]
+    pub kind: i32,
+    #[prost(string, tag = "5")]
+    pub connection_id: String,
+    #[prost(string, optional, tag = "6")]
+    pub user: Option<String>,
+    #[prost(string, repeated, tag = "7")]
+    pub groups: Vec<String>,
+    /// For a disconnect: the close code and reason.
+    #[prost(uint32, tag = "8")]
+    pub close_code: u32,
+    #[prost(string, tag = "9")]
+    pub reason: String,
+    /// Unix milliseconds.
+    #[prost(uint64, tag = "10")]
+    pub at_millis: u64,
+    #[prost(string, tag = "11")]
+    pub node: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ConnectionEventKind {
+    Connected = 0,
+    Disconnected = 1,
 }
 
 impl From<Body> for Packet {

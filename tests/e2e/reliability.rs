@@ -127,7 +127,7 @@ async fn killing_an_edge_mid_stream_loses_nothing() {
 
 #[tokio::test]
 async fn two_api_nodes_racing_and_clients_reconnecting_agree_with_history() {
-    let cluster = Cluster::start_shaped(Shape { apis: 2, edges: 2, edge_args: Vec::new() }).await;
+    let cluster = Cluster::start_shaped(Shape { apis: 2, edges: 2, edge_args: Vec::new(), api_args: Vec::new() }).await;
     let app = cluster.app_with(settings()).await;
     let token = app.token(None, &["stream"], &[]).await;
     let urls = cluster.api_urls();
@@ -244,8 +244,13 @@ async fn restarting_nats_mid_stream_loses_no_accepted_message() {
 
 #[tokio::test]
 async fn draining_an_edge_under_load_loses_nothing() {
-    let mut cluster =
-        Cluster::start_shaped(Shape { apis: 1, edges: 2, edge_args: vec!["--drain-seconds".into(), "1".into()] }).await;
+    let mut cluster = Cluster::start_shaped(Shape {
+        apis: 1,
+        edges: 2,
+        edge_args: vec!["--drain-seconds".into(), "1".into()],
+        api_args: Vec::new(),
+    })
+    .await;
     let app = cluster.app_with(settings()).await;
     let token = app.token(None, &["stream"], &[]).await;
     let mut clients = Vec::new();
@@ -309,9 +314,13 @@ async fn close_code(connection: &mut Connection) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_cuts_the_drain_short_with_1001() {
-    let mut cluster =
-        Cluster::start_shaped(Shape { apis: 1, edges: 1, edge_args: vec!["--drain-seconds".into(), "60".into()] })
-            .await;
+    let mut cluster = Cluster::start_shaped(Shape {
+        apis: 1,
+        edges: 1,
+        edge_args: vec!["--drain-seconds".into(), "60".into()],
+        api_args: Vec::new(),
+    })
+    .await;
     let app = cluster.app().await;
     let edge = &mut cluster.edges[0];
     let token = app.token(None, &[], &[]).await;
@@ -339,6 +348,7 @@ async fn a_slow_client_is_closed_while_a_thousand_others_keep_receiving() {
         apis: 1,
         edges: 1,
         edge_args: vec!["--outbox-max-bytes".into(), "262144".into()],
+        api_args: Vec::new(),
     })
     .await;
     let app = cluster.app().await;
@@ -388,7 +398,7 @@ fn procfs_rss(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_publish_repeated_on_another_api_node_is_delivered_once() {
-    let cluster = Cluster::start_shaped(Shape { apis: 2, edges: 1, edge_args: Vec::new() }).await;
+    let cluster = Cluster::start_shaped(Shape { apis: 2, edges: 1, edge_args: Vec::new(), api_args: Vec::new() }).await;
     let app: TestApp = cluster.app_with(settings()).await;
     let mut member = app.connect(None, &["stream", "plain"], &[]).await;
     let urls = cluster.api_urls();

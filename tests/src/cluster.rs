@@ -25,7 +25,9 @@ pub struct Node {
 impl Node {
     fn start(role: &str, name: &str, args: &[String]) -> Self {
         let mut command = Command::new(signalbox_binary());
-        command.arg(role).args(args).arg("--listen").arg("127.0.0.1:0").env("SIGNALBOX_LOG", "warn");
+        // SIGNALBOX_TEST_NODE_LOG=debug shows what the nodes do when a test needs explaining.
+        let log = std::env::var("SIGNALBOX_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
+        command.arg(role).args(args).arg("--listen").arg("127.0.0.1:0").env("SIGNALBOX_LOG", log);
         let process = Process::spawn(name, command);
         let rest = process.wait_for_line(&format!("signalbox {role} listening on http://"), DEADLINE);
         let addr = rest.trim().parse().unwrap_or_else(|e| panic!("{name}: bad address {rest:?}: {e}"));
@@ -72,13 +74,15 @@ pub struct Shape {
     pub edges: usize,
     /// Extra flags for every edge (`--drain-seconds 2`, …).
     pub edge_args: Vec<String>,
+    /// Extra flags for every api node (`--webhook-allow loopback`, …).
+    pub api_args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts NATS, migrates a fresh database, starts the api and `edges` edges, and waits
     /// until every node is ready.
     pub async fn start(edges: usize) -> Self {
-        Self::start_shaped(Shape { apis: 1, edges, edge_args: Vec::new() }).await
+        Self::start_shaped(Shape { apis: 1, edges, ..Shape::default() }).await
     }
 
     pub async fn start_shaped(shape: Shape) -> Self {
@@ -90,7 +94,7 @@ impl Cluster {
             .status()
             .expect("run signalbox migrate");
         assert!(status.success(), "signalbox migrate failed");
-        let api_args = [
+        let mut api_args = vec![
             "--database-url".into(),
             db.url(),
             "--nats-url".into(),
@@ -100,6 +104,7 @@ impl Cluster {
             "--master-key".into(),
             MASTER_KEY.into(),
         ];
+        api_args.extend(shape.api_args.iter().cloned());
         let api = Node::start("api", "api", &api_args);
         let more_apis = (1..shape.apis.max(1)).map(|i| Node::start("api", &format!("api {i}"), &api_args)).collect();
         let edges = (0..shape.edges).map(|i| Self::start_edge(&nats, i, &shape.edge_args)).collect();

@@ -1,10 +1,11 @@
 //! Signalbox for Rust.
 //!
-//! - [`server`]: the REST API — tenants, apps, keys, tokens, publishing, groups and
-//!   connections — for a tenant's backend (or an operator);
+//! - [`server`]: the REST API — tenants, apps, keys, tokens, publishing, groups,
+//!   connections, presence and webhooks — for a tenant's backend (or an operator);
 //! - [`token`]: signing client tokens locally, without a REST call;
 //! - [`realtime`]: one client connection: join, leave, publish, receive, recover;
-//! - [`reconnecting`]: a client that stays connected and resumes what it missed.
+//! - [`reconnecting`]: a client that stays connected and resumes what it missed;
+//! - [`webhook`]: verifying the signature of Signalbox's webhook requests.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,5 +19,6 @@ pub mod realtime;
 pub mod reconnecting;
 pub mod server;
 pub mod token;
+pub mod webhook;
 
 pub use signalbox_core::{ClientAction, CloseCode, ErrorCode};

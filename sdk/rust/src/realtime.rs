@@ -56,10 +56,45 @@ pub struct GroupRecovery {
     pub reason: Option<String>,
 }
 
+/// Who is in a group (the answer to [`Connection::presence`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Presence {
+    /// Users in the group.
+    pub count: u64,
+    /// Connections in the group, anonymous ones included.
+    pub connections: u64,
+    pub members: Vec<PresenceMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceMember {
+    pub user_id: String,
+    pub connections: u64,
+    #[serde(default)]
+    pub info: Option<Value>,
+}
+
+/// Someone in a presence event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceChange {
+    pub user_id: Option<String>,
+    pub connection_id: String,
+}
+
 /// Something the server sent that was not a reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Message(Message),
+    /// Members came and went (`joined`/`left` are empty in count-only mode).
+    Presence {
+        group: String,
+        joined: Vec<PresenceChange>,
+        left: Vec<PresenceChange>,
+        count: u64,
+        truncated: bool,
+    },
     /// The replays asked for at connect are done (`recovered` only if every group recovered).
     Recovery {
         recovered: bool,
@@ -253,6 +288,20 @@ impl Connection {
         Ok(reply.get("position").and_then(Value::as_u64))
     }
 
+    /// Who is in a group the token may join.
+    pub async fn presence(&self, group: &str) -> Result<Presence, RequestError> {
+        let reply = self.request_reply(object(serde_json::json!({"type": "presence", "group": group}))).await?;
+        serde_json::from_value(reply.get("presence").cloned().unwrap_or_default())
+            .map_err(|e| RequestError::Server(ServerError { code: "bad_reply".into(), message: e.to_string() }))
+    }
+
+    /// Sends a client event to the app's webhook; returns the webhook's answer.
+    pub async fn send_event(&self, event: &str, data: Value) -> Result<Value, RequestError> {
+        let reply =
+            self.request_reply(object(serde_json::json!({"type": "event", "event": event, "data": data}))).await?;
+        Ok(reply.get("data").cloned().unwrap_or_default())
+    }
+
     pub async fn leave(&self, group: &str) -> Result<(), RequestError> {
         self.request(object(serde_json::json!({"type": "leave", "group": group}))).await
     }
@@ -296,7 +345,11 @@ impl Connection {
             match self.next_event().await? {
                 Event::Message(message) => return Some(message),
                 Event::Closed { .. } => return None,
-                Event::Error(_) | Event::Pong | Event::Recovery { .. } | Event::Reconnect { .. } => {}
+                Event::Error(_)
+                | Event::Pong
+                | Event::Recovery { .. }
+                | Event::Reconnect { .. }
+                | Event::Presence { .. } => {}
             }
         }
     }
@@ -409,6 +462,29 @@ fn route(text: &str, events: &mpsc::UnboundedSender<Event>, replies: &Replies) {
         }
         "pong" => {
             let _ = events.send(Event::Pong);
+        }
+        "presence" => {
+            #[derive(Deserialize)]
+            struct PresenceFrame {
+                group: String,
+                #[serde(default)]
+                joined: Vec<PresenceChange>,
+                #[serde(default)]
+                left: Vec<PresenceChange>,
+                count: u64,
+                #[serde(default)]
+                truncated: bool,
+            }
+            if let Ok(p) = serde_json::from_str::<PresenceFrame>(text) {
+                let event = Event::Presence {
+                    group: p.group,
+                    joined: p.joined,
+                    left: p.left,
+                    count: p.count,
+                    truncated: p.truncated,
+                };
+                let _ = events.send(event);
+            }
         }
         other => tracing::debug!(kind = other, "ignoring a frame type this client does not know"),
     }

@@ -58,6 +58,8 @@ pub enum ClientEvent {
         groups: Vec<GroupRecovery>,
     },
     Message(Message),
+    /// Members of a group came and went (see [`Event::Presence`]).
+    Presence(Event),
     Error(ServerError),
     /// The connection ended; `retrying` says whether the client reconnects.
     Disconnected {
@@ -238,6 +240,9 @@ async fn run(options: Options, shared: Arc<Shared>, events: mpsc::UnboundedSende
                 }
                 Event::Error(error) => {
                     let _ = events.send(ClientEvent::Error(error));
+                }
+                presence @ Event::Presence { .. } => {
+                    let _ = events.send(ClientEvent::Presence(presence));
                 }
                 Event::Reconnect { .. } | Event::Pong => {}
                 Event::Closed { code, reason } => {

@@ -377,6 +377,51 @@ impl Client {
         Ok(())
     }
 
+    // Webhooks (tenant) --------------------------------------------------------------
+
+    /// Creates a webhook for `events` (`connect`, `connected`, `disconnected`, `event`); the
+    /// answer carries its signing `secret`, shown only now.
+    pub async fn create_webhook(&self, app: &str, url: &str, events: &[&str]) -> Result<Value, Error> {
+        let body = serde_json::json!({"url": url, "events": events});
+        self.call(Method::POST, &["v1", "apps", app, "webhooks"], Some(&body)).await
+    }
+
+    pub async fn list_webhooks(&self, app: &str) -> Result<Page<Value>, Error> {
+        self.call(Method::GET, &["v1", "apps", app, "webhooks"], None).await
+    }
+
+    /// Changes `url` or `events`, or rotates the secret (`{"rotate_secret": true}`, then
+    /// `{"drop_previous_secret": true}` once receivers use the new one).
+    pub async fn update_webhook(&self, app: &str, webhook: &str, patch: Value) -> Result<Value, Error> {
+        self.call(Method::PATCH, &["v1", "apps", app, "webhooks", webhook], Some(&patch)).await
+    }
+
+    pub async fn delete_webhook(&self, app: &str, webhook: &str) -> Result<(), Error> {
+        self.call_empty(Method::DELETE, &["v1", "apps", app, "webhooks", webhook], None).await
+    }
+
+    /// The webhook's delivery log, newest first.
+    pub async fn webhook_deliveries(&self, app: &str, webhook: &str) -> Result<Value, Error> {
+        self.call(Method::GET, &["v1", "apps", app, "webhooks", webhook, "deliveries"], None).await
+    }
+
+    /// Sends a `signalbox.ping` to the webhook now.
+    pub async fn test_webhook(&self, app: &str, webhook: &str) -> Result<Value, Error> {
+        self.call(Method::POST, &["v1", "apps", app, "webhooks", webhook, "test"], None).await
+    }
+
+    // Presence (app key) -------------------------------------------------------------
+
+    /// `{count, connections, members: [{user_id, connections, info?}], next?}`.
+    pub async fn group_presence(&self, app: &str, group: &str) -> Result<Value, Error> {
+        self.call(Method::GET, &["v1", "apps", app, "groups", group, "presence"], None).await
+    }
+
+    /// `{online, connections}`.
+    pub async fn user_presence(&self, app: &str, user: &str) -> Result<Value, Error> {
+        self.call(Method::GET, &["v1", "apps", app, "users", user, "presence"], None).await
+    }
+
     /// Closes every connection of a user, on every node.
     pub async fn close_user_connections(&self, app: &str, user: &str, reason: Option<&str>) -> Result<(), Error> {
         let mut url = self.url(&["v1", "apps", app, "users", user, "connections"]);

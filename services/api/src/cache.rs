@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use signalbox_core::{AppId, KeyId};
-use signalbox_store::{AppRecord, KeyRecord, Store};
+use signalbox_core::{AppId, KeyId, WebhookEvent, WebhookEvents, WebhookId};
+use signalbox_store::{AppRecord, KeyRecord, Store, WebhookRecord};
 
 use crate::crypto::MasterKey;
 use crate::error::ApiError;
@@ -20,6 +20,29 @@ pub(crate) struct OpenKey {
     pub(crate) secret: Vec<u8>,
 }
 
+/// A webhook with its signing secrets opened: the current one, then the previous one while a
+/// rotation is under way.
+#[derive(Debug)]
+pub(crate) struct OpenWebhook {
+    pub(crate) record: WebhookRecord,
+    pub(crate) secrets: Vec<Vec<u8>>,
+}
+
+/// An app's webhooks, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct AppWebhooks {
+    pub(crate) all: Vec<Arc<OpenWebhook>>,
+    /// Every event some webhook asks for.
+    pub(crate) events: WebhookEvents,
+}
+
+impl AppWebhooks {
+    /// The webhooks that ask for `event`.
+    pub(crate) fn for_event(&self, event: WebhookEvent) -> impl Iterator<Item = &Arc<OpenWebhook>> {
+        self.all.iter().filter(move |w| w.record.events.contains(event))
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Cache {
     ttl: Duration,
@@ -29,11 +52,20 @@ pub(crate) struct Cache {
     /// Plain mutexes: held for one map operation, never across a store query.
     keys: Mutex<HashMap<KeyId, (Instant, Arc<OpenKey>)>>,
     apps: Mutex<HashMap<AppId, (Instant, Arc<AppRecord>)>>,
+    webhooks: Mutex<HashMap<AppId, (Instant, Arc<AppWebhooks>)>>,
+    webhooks_by_id: Mutex<HashMap<WebhookId, (Instant, Arc<OpenWebhook>)>>,
 }
 
 impl Cache {
     pub(crate) fn new(ttl: Duration) -> Self {
-        Self { ttl, epoch: AtomicU64::new(0), keys: Mutex::default(), apps: Mutex::default() }
+        Self {
+            ttl,
+            epoch: AtomicU64::new(0),
+            keys: Mutex::default(),
+            apps: Mutex::default(),
+            webhooks: Mutex::default(),
+            webhooks_by_id: Mutex::default(),
+        }
     }
 
     /// Drops everything if the bus reconnected since the entries were learnt.
@@ -41,6 +73,8 @@ impl Cache {
         if self.epoch.swap(epoch, Ordering::SeqCst) != epoch {
             self.keys.lock().clear();
             self.apps.lock().clear();
+            self.webhooks.lock().clear();
+            self.webhooks_by_id.lock().clear();
         }
     }
 
@@ -78,6 +112,49 @@ impl Cache {
         Ok(Some(app))
     }
 
+    /// The app's webhooks.
+    pub(crate) async fn webhooks(
+        &self,
+        store: &Store,
+        master: &MasterKey,
+        app: &AppId,
+    ) -> Result<Arc<AppWebhooks>, ApiError> {
+        if let Some((at, webhooks)) = self.webhooks.lock().get(app)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Arc::clone(webhooks));
+        }
+        let mut webhooks = AppWebhooks::default();
+        for record in store.webhooks_of_app(app).await? {
+            let open = open_webhook(master, record)?;
+            for event in open.record.events.iter() {
+                webhooks.events.insert(event);
+            }
+            webhooks.all.push(Arc::new(open));
+        }
+        let webhooks = Arc::new(webhooks);
+        self.webhooks.lock().insert(app.clone(), (Instant::now(), Arc::clone(&webhooks)));
+        Ok(webhooks)
+    }
+
+    /// One webhook by id (for deliveries, which name only their webhook).
+    pub(crate) async fn webhook(
+        &self,
+        store: &Store,
+        master: &MasterKey,
+        id: &WebhookId,
+    ) -> Result<Option<Arc<OpenWebhook>>, ApiError> {
+        if let Some((at, webhook)) = self.webhooks_by_id.lock().get(id)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(Arc::clone(webhook)));
+        }
+        let Some(record) = store.webhook_by_id(id).await? else { return Ok(None) };
+        let webhook = Arc::new(open_webhook(master, record)?);
+        self.webhooks_by_id.lock().insert(id.clone(), (Instant::now(), Arc::clone(&webhook)));
+        Ok(Some(webhook))
+    }
+
     pub(crate) fn forget_key(&self, id: &KeyId) {
         self.keys.lock().remove(id);
     }
@@ -85,5 +162,21 @@ impl Cache {
     pub(crate) fn forget_app(&self, app: &AppId) {
         self.apps.lock().remove(app);
         self.keys.lock().retain(|_, (_, key)| &key.record.app_id != app);
+        self.webhooks.lock().remove(app);
+        self.webhooks_by_id.lock().retain(|_, (_, webhook)| &webhook.record.app_id != app);
     }
+}
+
+fn open_webhook(master: &MasterKey, record: WebhookRecord) -> Result<OpenWebhook, ApiError> {
+    let open = |sealed: &str| {
+        master.unseal(sealed, record.id.as_str()).map_err(|err| {
+            tracing::error!(webhook = %record.id, error = %err, "cannot open a webhook secret: is the master key right?");
+            ApiError::Internal("cannot open a webhook secret")
+        })
+    };
+    let mut secrets = vec![open(&record.secret_sealed)?];
+    if let Some(previous) = &record.previous_secret_sealed {
+        secrets.push(open(previous)?);
+    }
+    Ok(OpenWebhook { record, secrets })
 }

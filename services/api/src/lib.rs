@@ -8,7 +8,10 @@
 //! - `error`: the one place errors become problem+json (and the middleware that logs them);
 //! - `cache`: keys and apps cached for the data plane, invalidated by announcements;
 //! - `crypto`: the master key (sealed key secrets) and token hashing;
-//! - `bus_serve`: answering edges, and hearing other api nodes' announcements.
+//! - `bus_serve`: answering edges, and hearing other api nodes' announcements and edges'
+//!   heartbeats;
+//! - `nodes`: the live edges, from their heartbeats; `presence`: asking them who is where;
+//! - [`webhooks`]: the app's upstream — blocking calls, the dispatcher, signing, targets.
 //!
 //! The api never imports the edge: they meet through `signalbox-proto` and the Bus.
 
@@ -18,14 +21,17 @@ mod cache;
 pub mod crypto;
 pub mod error;
 mod idempotency;
+mod nodes;
+mod presence;
 mod routes;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use signalbox_bus::{Bus, BusError, Idempotency, Journal, QueueGroup};
+use signalbox_bus::{Bus, BusError, EventQueue, Idempotency, Journal, QueueGroup};
 use signalbox_core::{AppId, ConnectionId, ErrorCode, Scope, UserId};
 use signalbox_proto::Subjects;
 use signalbox_proto::wire::{
@@ -38,6 +44,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use cache::Cache;
 pub use crypto::MasterKey;
 use error::ApiError;
+use nodes::Nodes;
+use webhooks::client::WebhookClient;
+pub use webhooks::targets::TargetPolicy;
 
 /// The queue group api nodes answer edge requests in: each request goes to one api node.
 const API_QUEUE: &str = "signalbox-api";
@@ -55,6 +64,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// How long keys and apps stay cached without an announcement.
     pub cache_ttl: Duration,
+    /// Which addresses webhooks may be sent to.
+    pub webhook_targets: TargetPolicy,
 }
 
 impl ApiConfig {
@@ -65,6 +76,7 @@ impl ApiConfig {
             master_key,
             request_timeout: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(30),
+            webhook_targets: TargetPolicy::default(),
         }
     }
 }
@@ -81,6 +93,11 @@ pub(crate) struct ApiState {
     pub(crate) master_key: MasterKey,
     pub(crate) request_timeout: Duration,
     pub(crate) cache: Cache,
+    pub(crate) events: Arc<dyn EventQueue>,
+    pub(crate) nodes: Nodes,
+    pub(crate) webhook_client: WebhookClient,
+    /// Woken when deliveries were queued on this node.
+    pub(crate) deliveries_waiting: tokio::sync::Notify,
 }
 
 /// The api of one node.
@@ -89,18 +106,21 @@ pub struct Api {
     state: Arc<ApiState>,
 }
 
-/// The routing plane as the api uses it: live routing, group history, idempotency.
+/// The routing plane as the api uses it: live routing, group history, idempotency, and the
+/// queue of connection events for webhooks.
 #[derive(Debug, Clone)]
 pub struct Plane {
     pub bus: Arc<dyn Bus>,
     pub journal: Arc<dyn Journal>,
     pub idempotency: Arc<dyn Idempotency>,
+    pub events: Arc<dyn EventQueue>,
 }
 
 impl Api {
     pub fn new(config: ApiConfig, store: Store, plane: Plane) -> Self {
         let state = ApiState {
             store,
+            nodes: Nodes::new(plane.bus.epoch()),
             bus: plane.bus,
             journal: plane.journal,
             idempotency: plane.idempotency,
@@ -109,6 +129,9 @@ impl Api {
             master_key: config.master_key,
             request_timeout: config.request_timeout,
             cache: Cache::new(config.cache_ttl),
+            events: plane.events,
+            webhook_client: WebhookClient::new(config.webhook_targets),
+            deliveries_waiting: tokio::sync::Notify::new(),
         };
         Self { state: Arc::new(state) }
     }
@@ -136,12 +159,30 @@ impl Api {
         let (interest, inbox) = bus.open_inbox();
         interest.subscribe(subjects.api_pattern(), Some(QueueGroup::new(API_QUEUE))).await?;
         interest.subscribe(subjects.config_pattern(), None).await?;
+        interest.subscribe(subjects.heartbeat_pattern(), None).await?;
+        // Learn the edges now rather than at their next heartbeat (as soon as the bus is up).
+        let (roll_bus, roll_call) = (Arc::clone(bus), subjects.roll_call());
+        tokio::spawn(async move {
+            for _ in 0..1200 {
+                if roll_bus.is_connected() && roll_bus.publish(roll_call.clone(), bytes::Bytes::new()).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tracing::warn!("could not call the roll of edges; waiting for their heartbeats");
+        });
         let state = Arc::clone(&self.state);
         Ok(tokio::spawn(async move {
             // The interest lives as long as the task: dropping it would end the subscriptions.
             let _interest = interest;
             bus_serve::run(state, inbox).await;
         }))
+    }
+
+    /// Starts the webhook dispatcher: ingesting connection events (one api node at a time),
+    /// delivering them (every api node), reporting lost edges' disconnects.
+    pub fn start_dispatcher(&self) -> Vec<JoinHandle<()>> {
+        webhooks::dispatcher::start(Arc::clone(&self.state))
     }
 
     /// Ready: the store answers and the routing plane is connected.
@@ -183,7 +224,7 @@ impl ApiState {
             Err(BusError::NoResponders) => return Err(ApiError::NotFound("connection")),
             Err(err) => return Err(ApiError::Unavailable(err)),
         };
-        let Ok(Body::ControlReply(ControlReply { status, info, error_code, error_message })) = wire::decode(reply)
+        let Ok(Body::ControlReply(ControlReply { status, info, error_code, error_message, .. })) = wire::decode(reply)
         else {
             return Err(ApiError::Internal("an edge sent an unreadable reply"));
         };

@@ -379,3 +379,32 @@ pub async fn run_idempotency_lease<I: Idempotency>(first: I, second: I) {
         "a completed key is never taken over"
     );
 }
+
+// ---- Event queue ------------------------------------------------------------------------------
+
+/// Events appended before anyone consumes arrive in order, once per id; acknowledged ones do
+/// not come back.
+pub async fn run_event_queue<Q: crate::EventQueue>(queue: Q) {
+    use futures_util::StreamExt as _;
+    let app = AppId::new("app_events").expect("valid");
+    for i in 0..20u32 {
+        let id = format!("evt_{i}");
+        queue.append(&app, &id, Bytes::from(i.to_string())).await.expect("append");
+    }
+    queue.append(&app, "evt_3", Bytes::from_static(b"3")).await.expect("a repeated id is accepted");
+    let mut events = queue.consume().await.expect("consume");
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("event");
+        seen.push(String::from_utf8(event.payload.to_vec()).expect("utf-8"));
+        event.ack().await.expect("ack");
+    }
+    assert_eq!(seen, (0..20).map(|i| i.to_string()).collect::<Vec<_>>(), "in order, once");
+    queue.append(&app, "evt_20", Bytes::from_static(b"20")).await.expect("append while consuming");
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await.expect("in time");
+    assert_eq!(&next.expect("open").expect("event").payload[..], b"20", "nothing repeated before it");
+}

@@ -8,6 +8,8 @@
 //!   decided — on JetStream and in process;
 //! - [`idempotency`]: the [`Idempotency`] trait — one answer per `Idempotency-Key`, across api
 //!   nodes — on a JetStream key-value bucket and in process;
+//! - [`events`]: the [`EventQueue`] trait — connection events queued for webhooks, consumed
+//!   in order by one dispatcher — on a JetStream work queue and in process;
 //! - [`conformance`] (feature `conformance`): the suites every implementation passes.
 //!
 //! # Contract
@@ -40,11 +42,13 @@ use tokio::sync::{mpsc, oneshot};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod events;
 pub mod idempotency;
 pub mod journal;
 pub mod local;
 pub mod nats;
 
+pub use events::{EventQueue, EventStream, Handover, LocalEventQueue, NatsEventQueue, QueuedEvent};
 pub use idempotency::{Claim, Idempotency, LocalIdempotency, NatsIdempotency};
 pub use journal::{Appended, Journal, LocalJournal, NatsJournal, Retention, Stored};
 pub use local::LocalBus;

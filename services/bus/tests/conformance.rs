@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use signalbox_bus::{
-    LocalBus, LocalIdempotency, LocalJournal, NatsBus, NatsConfig, NatsIdempotency, NatsJournal, conformance,
+    Handover, LocalBus, LocalEventQueue, LocalIdempotency, LocalJournal, NatsBus, NatsConfig, NatsEventQueue,
+    NatsIdempotency, NatsJournal, conformance,
 };
 use signalbox_proto::Subjects;
 use signalbox_test_support::NatsServer;
@@ -119,4 +120,46 @@ async fn idempotency_conforms() {
     let (a, b) =
         (NatsIdempotency::with_lease(&a, "sb", Duration::ZERO), NatsIdempotency::with_lease(&b, "sb", Duration::ZERO));
     conformance::run_idempotency_lease(a, b).await;
+}
+
+#[tokio::test]
+async fn event_queues_conform() {
+    conformance::run_event_queue(LocalEventQueue::new()).await;
+    let server = NatsServer::start();
+    let bus = NatsBus::connect(&NatsConfig::new(server.url(), "events")).await.expect("connect");
+    bus.wait_connected(Duration::from_secs(10)).await.expect("connected");
+    conformance::run_event_queue(NatsEventQueue::new(&bus, Subjects::default())).await;
+}
+
+/// One consumer at a time: a standby gets nothing while the first consumes, and takes over
+/// what the first left unacknowledged when it stops.
+#[tokio::test]
+async fn a_standby_event_consumer_takes_over() {
+    use futures_util::StreamExt as _;
+    use signalbox_bus::EventQueue as _;
+    let server = NatsServer::start();
+    let connect = || async {
+        let bus = NatsBus::connect(&NatsConfig::new(server.url(), "events")).await.expect("connect");
+        bus.wait_connected(Duration::from_secs(10)).await.expect("connected");
+        bus
+    };
+    let (a, b) = (connect().await, connect().await);
+    let handover = Handover { ack_wait: Duration::from_secs(1), pin_timeout: Duration::from_secs(1) };
+    let first = NatsEventQueue::with_handover(&a, Subjects::default(), handover);
+    let second = NatsEventQueue::with_handover(&b, Subjects::default(), handover);
+    let app = signalbox_core::AppId::new("app_handover").expect("valid");
+    let mut consuming = first.consume().await.expect("consume");
+    first.append(&app, "e1", bytes::Bytes::from_static(b"1")).await.expect("append");
+    let taken = tokio::time::timeout(Duration::from_secs(10), consuming.next()).await.expect("in time");
+    assert_eq!(&taken.expect("open").expect("event").payload[..], b"1");
+    let mut standby = second.consume().await.expect("consume");
+    second.append(&app, "e2", bytes::Bytes::from_static(b"2")).await.expect("append");
+    let next = tokio::time::timeout(Duration::from_secs(10), consuming.next()).await.expect("in time");
+    let next = next.expect("open").expect("event");
+    assert_eq!(&next.payload[..], b"2", "the pinned consumer gets the next one too");
+    next.ack().await.expect("ack");
+    // The first stops without acknowledging "1": the standby gets it.
+    drop(consuming);
+    let redelivered = tokio::time::timeout(Duration::from_secs(20), standby.next()).await.expect("taken over in time");
+    assert_eq!(&redelivered.expect("open").expect("event").payload[..], b"1");
 }

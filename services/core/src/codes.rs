@@ -48,12 +48,17 @@ pub enum CloseCode {
     AppDeleted = 4001,
     /// The client sent malformed frames repeatedly; the connection is not worth keeping.
     TooManyErrors = 4002,
+    /// The app's `connect` webhook refused the connection.
+    ConnectRejected = 4003,
     /// The outbound queue overflowed: the client reads too slowly.
     SlowConsumer = 4100,
     /// No frame (not even a pong) arrived within the idle timeout.
     HeartbeatTimeout = 4101,
     /// The app has reached its connection limit.
     ConnectionLimit = 4102,
+    /// The app's `connect` webhook failed or did not answer in time (and the app rejects
+    /// connections when it does).
+    ConnectWebhookFailed = 4103,
     /// The node is draining: reconnect at once, to another node.
     Reconnect = 4200,
     /// The token is missing, malformed, wrongly signed, or for another app.
@@ -65,7 +70,7 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::Normal,
         Self::GoingAway,
         Self::ProtocolError,
@@ -77,9 +82,11 @@ impl CloseCode {
         Self::ClosedByBackend,
         Self::AppDeleted,
         Self::TooManyErrors,
+        Self::ConnectRejected,
         Self::SlowConsumer,
         Self::HeartbeatTimeout,
         Self::ConnectionLimit,
+        Self::ConnectWebhookFailed,
         Self::Reconnect,
         Self::InvalidToken,
         Self::TokenExpired,
@@ -99,13 +106,15 @@ impl CloseCode {
             | Self::MessageTooBig
             | Self::ClosedByBackend
             | Self::AppDeleted
-            | Self::TooManyErrors => ClientAction::GiveUp,
+            | Self::TooManyErrors
+            | Self::ConnectRejected => ClientAction::GiveUp,
             Self::GoingAway | Self::Reconnect => ClientAction::ReconnectNow,
             Self::InternalError
             | Self::TryAgainLater
             | Self::SlowConsumer
             | Self::HeartbeatTimeout
-            | Self::ConnectionLimit => ClientAction::Retry,
+            | Self::ConnectionLimit
+            | Self::ConnectWebhookFailed => ClientAction::Retry,
             Self::InvalidToken | Self::TokenExpired | Self::KeyRevoked => ClientAction::Reauthenticate,
         }
     }
@@ -124,9 +133,11 @@ impl CloseCode {
             Self::ClosedByBackend => "closed by the application's backend",
             Self::AppDeleted => "the app was deleted",
             Self::TooManyErrors => "too many malformed frames",
+            Self::ConnectRejected => "rejected by the application",
             Self::SlowConsumer => "client is not reading fast enough",
             Self::HeartbeatTimeout => "no heartbeat received",
             Self::ConnectionLimit => "the app's connection limit is reached",
+            Self::ConnectWebhookFailed => "the application's connect webhook is unavailable",
             Self::Reconnect => "node is draining; reconnect",
             Self::InvalidToken => "invalid token",
             Self::TokenExpired => "token expired",
@@ -157,10 +168,14 @@ pub enum ErrorCode {
     Unavailable,
     /// An unexpected server error.
     Internal,
+    /// No webhook of the app handles client events.
+    NoUpstream,
+    /// The app's webhook failed, timed out or answered with an error.
+    UpstreamFailed,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::BadRequest,
         Self::UnknownType,
         Self::InvalidName,
@@ -170,6 +185,8 @@ impl ErrorCode {
         Self::RateLimited,
         Self::Unavailable,
         Self::Internal,
+        Self::NoUpstream,
+        Self::UpstreamFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -183,12 +200,14 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::NoUpstream => "no_upstream",
+            Self::UpstreamFailed => "upstream_failed",
         }
     }
 
     pub fn action(self) -> ClientAction {
         match self {
-            Self::RateLimited | Self::Unavailable | Self::Internal => ClientAction::Retry,
+            Self::RateLimited | Self::Unavailable | Self::Internal | Self::UpstreamFailed => ClientAction::Retry,
             _ => ClientAction::GiveUp,
         }
     }

@@ -191,6 +191,10 @@ validated_string!(
     KeyId, "key id", check_id, "Key id.", Some("^[A-Za-z0-9_-]+$"), ID_MAX_LEN
 );
 validated_string!(
+    /// One of an app's webhook endpoints.
+    WebhookId, "webhook id", check_id, "Webhook id.", Some("^[A-Za-z0-9_-]+$"), ID_MAX_LEN
+);
+validated_string!(
     /// One edge process. Random per start; the prefix of every connection id it hands out.
     NodeId, "node id", check_id, "Edge node id.", Some("^[A-Za-z0-9_-]+$"), ID_MAX_LEN
 );
@@ -228,6 +232,11 @@ pub fn message_id() -> String {
     format!("msg_{}", random_token(20))
 }
 
+/// A fresh webhook event id (`evt_` and 100 random bits): the CloudEvents `id`.
+pub fn event_id() -> String {
+    format!("evt_{}", random_token(20))
+}
+
 impl TenantId {
     pub fn generate() -> Self {
         Self(Arc::from(format!("tnt_{}", random_token(16))))
@@ -243,6 +252,12 @@ impl AppId {
 impl KeyId {
     pub fn generate() -> Self {
         Self(Arc::from(format!("key_{}", random_token(16))))
+    }
+}
+
+impl WebhookId {
+    pub fn generate() -> Self {
+        Self(Arc::from(format!("whk_{}", random_token(16))))
     }
 }
 

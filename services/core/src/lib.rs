@@ -8,7 +8,8 @@
 //! - [`permission`]: `join:room-*`-style grants and their matching;
 //! - [`scopes`]: what an app key may do;
 //! - [`token`]: client-token claims, HS256 signing and verification;
-//! - [`codes`]: the one table of close codes and error codes, with what a client should do.
+//! - [`codes`]: the one table of close codes and error codes, with what a client should do;
+//! - [`webhook`]: the events an app's webhooks can ask for.
 //!
 //! This crate must not depend on tokio, axum, sqlx, NATS or any other Signalbox crate.
 
@@ -19,12 +20,14 @@ pub mod permission;
 pub mod scopes;
 pub mod settings;
 pub mod token;
+pub mod webhook;
 
 pub use codes::{ClientAction, CloseCode, ErrorCode};
 pub use ids::{
-    AppId, ConnectionId, EventName, GroupName, HubName, InvalidName, KeyId, NodeId, Scope, TenantId, UserId,
+    AppId, ConnectionId, EventName, GroupName, HubName, InvalidName, KeyId, NodeId, Scope, TenantId, UserId, WebhookId,
 };
 pub use permission::{Action, Permission, Permissions};
 pub use scopes::{KeyScope, KeyScopes};
 pub use settings::{AppSettings, Limits};
 pub use token::{ClientClaims, TokenError};
+pub use webhook::{WebhookEvent, WebhookEvents};

@@ -14,6 +14,55 @@ use utoipa::ToSchema;
 pub struct AppSettings {
     pub limits: Limits,
     pub history: HistorySettings,
+    pub presence: PresenceSettings,
+    pub webhooks: WebhookSettings,
+}
+
+/// What group members hear when others join or leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// `off` (default): nothing; `members`: batched `joined`/`left` lists (and the count);
+    /// `count`: only the number of connections in the group, when it changes.
+    pub events: PresenceEvents,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvents {
+    #[default]
+    Off,
+    Members,
+    Count,
+}
+
+/// How the app's webhooks are called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// How long a connect waits for the `connect` webhook, in milliseconds.
+    #[schema(default = 5000, minimum = 1, maximum = 30000)]
+    pub connect_timeout_ms: u32,
+    /// What a connect does when the `connect` webhook fails or times out: `reject` (the
+    /// client is closed with 4103 and retries) or `accept` (it connects as its token says).
+    pub connect_failure: ConnectFailure,
+    /// How long a client event waits for the `event` webhook's answer, in milliseconds.
+    #[schema(default = 10000, minimum = 1, maximum = 30000)]
+    pub event_timeout_ms: u32,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self { connect_timeout_ms: 5000, connect_failure: ConnectFailure::Reject, event_timeout_ms: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectFailure {
+    #[default]
+    Reject,
+    Accept,
 }
 
 /// Which groups keep history, and for how long. Messages to those groups are stored before
@@ -92,6 +141,7 @@ pub mod caps {
     pub const HISTORY_MAX_AGE_SECONDS: u32 = 7 * 24 * 3600;
     pub const HISTORY_MAX_MESSAGES: u32 = 100_000;
     pub const HISTORY_PATTERNS: usize = 100;
+    pub const WEBHOOK_TIMEOUT_MS: u32 = 30_000;
 }
 
 /// A setting out of its allowed range, or settings that do not parse.
@@ -127,6 +177,9 @@ impl AppSettings {
         if h.groups.iter().any(|p| p.is_empty() || p.len() > 1024 || p.chars().any(char::is_control)) {
             return Err(SettingsError::InvalidPattern);
         }
+        let w = &self.webhooks;
+        check("webhooks.connect_timeout_ms", w.connect_timeout_ms, caps::WEBHOOK_TIMEOUT_MS)?;
+        check("webhooks.event_timeout_ms", w.event_timeout_ms, caps::WEBHOOK_TIMEOUT_MS)?;
         Ok(())
     }
 
@@ -231,5 +284,17 @@ mod tests {
             Err(SettingsError::Malformed(_))
         ));
         assert!(matches!(s.merge_patch(&json!({"limits": {"max_connections": -1}})), Err(SettingsError::Malformed(_))));
+    }
+
+    #[test]
+    fn presence_and_webhook_settings_parse_and_are_checked() {
+        let s = AppSettings::default()
+            .merge_patch(&json!({"presence": {"events": "count"}, "webhooks": {"connect_failure": "accept"}}))
+            .expect("valid");
+        assert_eq!(s.presence.events, PresenceEvents::Count);
+        assert_eq!(s.webhooks.connect_failure, ConnectFailure::Accept);
+        assert_eq!(s.webhooks.connect_timeout_ms, 5000);
+        assert!(AppSettings::default().merge_patch(&json!({"presence": {"events": "loud"}})).is_err());
+        assert!(AppSettings::default().merge_patch(&json!({"webhooks": {"connect_timeout_ms": 60000}})).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use signalbox_core::{AppSettings, ConnectionId, GroupName, KeyId, Scope, UserId};
+use signalbox_core::{AppSettings, ConnectionId, GroupName, KeyId, Scope, UserId, WebhookEvents};
 
 use crate::outbox::{CloseRequest, Outbox, Pushed};
 use crate::recoveries::Recoveries;
@@ -76,6 +76,10 @@ pub(crate) struct Conn {
     pub(crate) last_seen: AtomicU32,
     /// Groups this connection is recovering from history, or has just recovered.
     pub(crate) recovery: Recoveries,
+    /// The token's `info` (public, shown in presence), as JSON.
+    pub(crate) info: Option<Arc<str>>,
+    /// What the app's webhooks want to hear about, when the connection opened.
+    pub(crate) webhook_events: WebhookEvents,
 }
 
 /// The group list of a connection plus whether it has left the hub.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use signalbox_bus::ReplyTo;
-use signalbox_core::{AppId, CloseCode, ErrorCode, GroupName, KeyId};
+use signalbox_core::{AppId, CloseCode, ErrorCode, GroupName, HubName, KeyId, Scope, UserId};
 use signalbox_proto::wire::{
     self, Body, ConfigChange, ConfigChangeKind, ConnectionInfo, Control, ControlOp, ControlReply, ControlStatus,
 };
@@ -23,7 +23,33 @@ fn close_code(code: u32) -> CloseCode {
 
 fn reply_packet(status: ControlStatus, info: Option<ConnectionInfo>, error: Option<(ErrorCode, String)>) -> Bytes {
     let (error_code, error_message) = error.map(|(c, m)| (c.as_str().to_owned(), m)).unwrap_or_default();
-    wire::encode(Body::ControlReply(ControlReply { status: status as i32, info, error_code, error_message }))
+    wire::encode(Body::ControlReply(ControlReply {
+        status: status as i32,
+        info,
+        error_code,
+        error_message,
+        presence: Vec::new(),
+    }))
+}
+
+/// A presence query for this node: its connections in a group, or of a user.
+pub(crate) async fn answer_presence(edge: Arc<EdgeState>, app: AppId, control: Control, reply: Option<ReplyTo>) {
+    let Some(reply) = reply else { return };
+    let (Some(ControlOp::Presence(query)), Ok(hub)) = (control.op, HubName::from_token(&control.hub)) else { return };
+    let scope = Scope { app, hub };
+    let subjects = &edge.hub.config.subjects;
+    let subject = match (query.group, query.user) {
+        (Some(group), _) => GroupName::new(group).ok().map(|g| subjects.group(&scope, &g)),
+        (None, Some(user)) => UserId::new(user).ok().map(|u| subjects.user(&scope, &u)),
+        (None, None) => None,
+    };
+    let presence = subject.map(|s| edge.hub.presence_entries(&s)).unwrap_or_default();
+    let packet = wire::encode(Body::ControlReply(ControlReply {
+        status: ControlStatus::Done as i32,
+        presence,
+        ..ControlReply::default()
+    }));
+    let _ = reply.send(packet).await;
 }
 
 fn info(edge: &EdgeState, conn: &Conn) -> ConnectionInfo {
@@ -72,6 +98,10 @@ async fn apply(
             (ControlStatus::Done, None, None)
         }
         ControlOp::Query(_) => (ControlStatus::Done, Some(info(edge, conn)), None),
+        // Addressed to the node, not a connection (see `answer_presence`).
+        ControlOp::Presence(_) => {
+            (ControlStatus::Refused, None, Some((ErrorCode::BadRequest, "not a connection op".into())))
+        }
     }
 }
 

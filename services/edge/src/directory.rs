@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use signalbox_bus::{Bus, BusError};
-use signalbox_core::{AppId, AppSettings, GroupName, HubName, KeyId, UserId};
+use signalbox_core::{AppId, AppSettings, GroupName, HubName, KeyId, UserId, WebhookEvent, WebhookEvents};
 use signalbox_proto::wire::{self, ApiAnswer, ApiFailureKind, ApiQuery, ApiReply, ApiRequest, Body, UserGroupsQuery};
 use signalbox_proto::{ApiOp, Subjects};
 use tokio::sync::OnceCell;
@@ -26,6 +26,8 @@ pub(crate) struct KeyEntry {
     pub(crate) secret: Vec<u8>,
     pub(crate) revoked: bool,
     pub(crate) settings: Arc<AppSettings>,
+    /// The events the app's webhooks ask for.
+    pub(crate) webhook_events: WebhookEvents,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -105,21 +107,30 @@ impl Directory {
     }
 
     async fn ask(&self, app: &AppId, op: ApiOp, query: ApiQuery) -> Result<ApiAnswer, LookupError> {
+        match self.request(app, op, query, self.timeout).await? {
+            ApiAnswer::Error(failure) if failure.kind == ApiFailureKind::NotFound as i32 => Err(LookupError::NotFound),
+            ApiAnswer::Error(_) => Err(LookupError::Unavailable),
+            answer => Ok(answer),
+        }
+    }
+
+    /// Asks the api and returns its answer as it is (failures included); `Unavailable` when
+    /// no answer came within `timeout`.
+    pub(crate) async fn request(
+        &self,
+        app: &AppId,
+        op: ApiOp,
+        query: ApiQuery,
+        timeout: Duration,
+    ) -> Result<ApiAnswer, LookupError> {
         let request = wire::encode(Body::ApiRequest(ApiRequest { app: app.to_string(), query: Some(query) }));
-        let reply = self.bus.request(self.subjects.api(app, op), request, self.timeout).await.map_err(|err| {
+        let reply = self.bus.request(self.subjects.api(app, op), request, timeout).await.map_err(|err| {
             if !matches!(err, BusError::NoResponders) {
                 tracing::warn!(app = %app, error = %err, "api request failed");
             }
             LookupError::Unavailable
         })?;
         match wire::decode(reply) {
-            Ok(Body::ApiReply(ApiReply { answer: Some(ApiAnswer::Error(failure)) })) => {
-                if failure.kind == ApiFailureKind::NotFound as i32 {
-                    Err(LookupError::NotFound)
-                } else {
-                    Err(LookupError::Unavailable)
-                }
-            }
             Ok(Body::ApiReply(ApiReply { answer: Some(answer) })) => Ok(answer),
             Ok(_) | Err(_) => {
                 metrics::counter!("signalbox_bus_bad_packets_total", "kind" => "api_reply").increment(1);
@@ -146,6 +157,8 @@ impl Directory {
             secret: info.secret,
             revoked: info.revoked,
             settings: Arc::new(settings),
+            // Events a newer api knows and this edge does not are ignored.
+            webhook_events: info.webhook_events.iter().filter_map(|e| WebhookEvent::parse(e)).collect(),
         }))
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use signalbox_bus::{Delivery, Inbox};
 use signalbox_proto::Route;
-use signalbox_proto::wire::{self, Body, Target as EnvelopeTarget};
+use signalbox_proto::wire::{self, Body, ControlOp, Target as EnvelopeTarget};
 
 use crate::EdgeState;
 use crate::control;
@@ -68,6 +68,11 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
             {
                 tokio::spawn(control::apply_to_user(Arc::clone(edge), target, op));
             }
+            Some(Body::PresenceUpdate(update))
+                if target.group().is_some() && update.app == target.scope.app.as_str() =>
+            {
+                edge.hub.presence_heard(&target, update);
+            }
             Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
             None => {}
         }
@@ -93,6 +98,9 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
                     edge.hub.deliver_to(&conn, &envelope);
                 }
             }
+            Some(Body::Control(op)) if op.app == app.as_str() && matches!(op.op, Some(ControlOp::Presence(_))) => {
+                tokio::spawn(control::answer_presence(Arc::clone(edge), app, op, reply));
+            }
             Some(Body::Control(op)) if op.app == app.as_str() => {
                 tokio::spawn(control::apply_to_connection(Arc::clone(edge), app, op, reply));
             }
@@ -104,6 +112,17 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
             Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
             None => {}
         },
+        Route::Heartbeat(_) => {
+            if let Some(Body::Heartbeat(heartbeat)) = decode(payload) {
+                edge.hub.peers.heard(&heartbeat);
+            }
+        }
+        Route::RollCall => {
+            let edge = Arc::clone(edge);
+            tokio::spawn(async move {
+                crate::presence::send_heartbeat(&edge).await;
+            });
+        }
         // A message for a target retired a moment ago: expected, not worth a log line.
         Route::Group(..) | Route::User(..) | Route::All(..) => {
             metrics::counter!("signalbox_bus_dropped_packets_total", "kind" => "no_target").increment(1);

@@ -6,7 +6,9 @@
 //! - `hub`: the registry of connections and targets, interest, fan-out;
 //! - `conn`, `outbox`: a connection's shared handle and its bounded outbound queue;
 //! - `ws`: the WebSocket transport — upgrade, RFC 6455 framing, the per-connection task;
-//! - `session`: the native protocol's requests (join, leave, publish, ping);
+//! - `session`: the native protocol's requests (join, leave, publish, ping, presence, events);
+//! - `presence`: presence answers and events, heartbeats; `events`: connection events for
+//!   webhooks;
 //! - `auth`, `directory`: client tokens, and the keys and settings cached from the api;
 //! - `dispatch`, `control`: what arrives from the routing plane;
 //! - `sweeper`: heartbeats, idle timeouts and lingering subscriptions, for all connections;
@@ -21,9 +23,11 @@ mod conn;
 mod control;
 mod directory;
 mod dispatch;
+mod events;
 pub mod http;
 mod hub;
 mod outbox;
+mod presence;
 mod problem;
 mod recoveries;
 mod session;
@@ -36,7 +40,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use signalbox_bus::{Bus, BusError, Journal};
+use signalbox_bus::{Bus, BusError, EventQueue, Journal};
 use signalbox_core::CloseCode;
 use tokio::task::JoinSet;
 
@@ -51,7 +55,11 @@ pub(crate) struct EdgeState {
     pub(crate) hub: Arc<Hub>,
     pub(crate) directory: Directory,
     pub(crate) drops: dispatch::DropCounters,
+    pub(crate) events: events::ConnectionEvents,
     draining: AtomicBool,
+    /// The node has told the cluster it exists (its first heartbeat went out): until then it
+    /// is not ready, so no client lands on a node presence queries do not know of.
+    pub(crate) announced: AtomicBool,
 }
 
 impl EdgeState {
@@ -69,28 +77,46 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Starts the node: one dispatcher per worker thread, the node's own subscriptions
-    /// (its node subject and config announcements), and the sweeper.
-    pub async fn start(config: EdgeConfig, bus: Arc<dyn Bus>, journal: Arc<dyn Journal>) -> Result<Self, BusError> {
+    /// Starts the node: one dispatcher per worker thread, the node's own subscriptions (its
+    /// node subject, config announcements, heartbeats and roll calls), the sweeper, the
+    /// presence flusher, the heartbeat and the queueing of connection events.
+    pub async fn start(
+        config: EdgeConfig,
+        bus: Arc<dyn Bus>,
+        journal: Arc<dyn Journal>,
+        events: Arc<dyn EventQueue>,
+    ) -> Result<Self, BusError> {
         let dispatchers = std::thread::available_parallelism().map_or(2, usize::from);
         let directory =
             Directory::new(Arc::clone(&bus), config.subjects.clone(), config.directory_ttl, config.api_timeout);
         let config = Arc::new(config);
         let (hub, inboxes) = Hub::new(Arc::clone(&config), bus, journal, dispatchers);
+        let (events, queue_events) = events::ConnectionEvents::new(config.node.clone(), events);
         let state = Arc::new(EdgeState {
             hub: Arc::clone(&hub),
             directory,
             drops: dispatch::DropCounters::default(),
+            events,
             draining: AtomicBool::new(false),
+            announced: AtomicBool::new(false),
         });
         let mut tasks = JoinSet::new();
         for inbox in inboxes {
             tasks.spawn(dispatch::run(Arc::clone(&state), inbox));
         }
-        for subject in [config.subjects.node_pattern(&config.node), config.subjects.config_pattern()] {
+        let subjects = &config.subjects;
+        for subject in [
+            subjects.node_pattern(&config.node),
+            subjects.config_pattern(),
+            subjects.heartbeat_pattern(),
+            subjects.roll_call(),
+        ] {
             hub.interest_for(&subject).subscribe(subject, None).await?;
         }
         tasks.spawn(sweeper::run(Arc::clone(&state)));
+        tasks.spawn(queue_events);
+        tasks.spawn(presence::run(Arc::clone(&state)));
+        tasks.spawn(presence::beat(Arc::clone(&state)));
         tracing::info!(node = %config.node, "edge started");
         Ok(Self { state, tasks })
     }
@@ -100,9 +126,10 @@ impl Edge {
         Router::new().route("/client", get(ws::upgrade)).with_state(Arc::clone(&self.state))
     }
 
-    /// Ready to take connections: the routing plane is up and the node is not draining.
+    /// Ready to take connections: the routing plane is up, the cluster knows this node, and
+    /// the node is not draining.
     pub fn is_ready(&self) -> bool {
-        !self.state.draining() && self.state.hub.bus.is_connected()
+        !self.state.draining() && self.state.hub.bus.is_connected() && self.state.announced.load(Ordering::Relaxed)
     }
 
     /// Client connections currently open on this node.
@@ -137,6 +164,7 @@ impl Edge {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(remaining = self.connection_count(), "drained");
+        self.state.events.flush(grace).await;
     }
 
     /// Stops accepting connections and closes every open one with 1001 (going away), then
@@ -149,6 +177,7 @@ impl Edge {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(remaining = self.connection_count(), "edge shut down");
+        self.state.events.flush(grace).await;
     }
 
     /// The ids of the connections open on this node.

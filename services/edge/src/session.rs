@@ -8,10 +8,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use signalbox_bus::{BusError, Retention};
-use signalbox_core::{Action, CloseCode, ErrorCode, EventName, GroupName, Permissions, clock, ids};
+use signalbox_core::{Action, CloseCode, ErrorCode, EventName, GroupName, Permissions, WebhookEvent, clock, ids};
+use signalbox_proto::ApiOp;
 use signalbox_proto::native::{self, ClientCommand, ReplyId};
-use signalbox_proto::wire::{self, Body, DataKind, Envelope, Target};
+use signalbox_proto::presence::PresenceSummary;
+use signalbox_proto::wire::{
+    self, ApiAnswer, ApiFailureKind, ApiQuery, Body, ClientEventRequest, DataKind, Envelope, GroupPresenceQuery, Target,
+};
 
+use crate::EdgeState;
 use crate::conn::Conn;
 use crate::hub::{Hub, JoinError};
 use crate::outbox::CloseRequest;
@@ -54,6 +59,7 @@ impl TokenBucket {
 
 #[derive(Debug)]
 pub(crate) struct Session {
+    edge: Arc<EdgeState>,
     hub: Arc<Hub>,
     conn: Arc<Conn>,
     permissions: Permissions,
@@ -75,10 +81,11 @@ fn reply_error(conn: &Conn, id: Option<&ReplyId>, code: ErrorCode, message: &str
 }
 
 impl Session {
-    pub(crate) fn new(hub: Arc<Hub>, conn: Arc<Conn>, permissions: Permissions) -> Self {
+    pub(crate) fn new(edge: Arc<EdgeState>, conn: Arc<Conn>, permissions: Permissions) -> Self {
         let limits = &conn.settings.limits;
         let publish_allowance = TokenBucket::new(limits.client_publish_rate, limits.client_publish_burst);
-        Self { hub, conn, permissions, publish_allowance, consecutive_errors: 0 }
+        let hub = Arc::clone(&edge.hub);
+        Self { edge, hub, conn, permissions, publish_allowance, consecutive_errors: 0 }
     }
 
     /// Handles one text frame. Returns the asynchronous rest of the work, if any.
@@ -107,7 +114,85 @@ impl Session {
                 self.conn.send(&native::encode_pong(id.as_ref()));
                 None
             }
+            ClientCommand::Presence { group } => self.presence(id, group),
+            ClientCommand::Event { event, data } => self.client_event(id, event, data),
         }
+    }
+
+    /// Who is in a group the client may join, asked of every edge through the api.
+    fn presence(&mut self, id: Option<ReplyId>, group: GroupName) -> Option<BoxFuture<'static, ()>> {
+        if !self.permissions.allows(Action::Join, &group) {
+            self.forbidden(id.as_ref(), "asking who is in", &group);
+            return None;
+        }
+        let (edge, conn) = (Arc::clone(&self.edge), Arc::clone(&self.conn));
+        Some(Box::pin(async move {
+            let query =
+                ApiQuery::Presence(GroupPresenceQuery { hub: conn.scope.hub.to_string(), group: group.to_string() });
+            let timeout = edge.hub.config.api_timeout;
+            match edge.directory.request(&conn.scope.app, ApiOp::Presence, query, timeout).await {
+                Ok(ApiAnswer::Presence(list)) => {
+                    if let Some(id) = &id {
+                        let summary = PresenceSummary::from_entries(&list.entries);
+                        conn.send(&native::encode_reply_presence(id, &summary));
+                    }
+                }
+                _ => {
+                    reply_error(&conn, id.as_ref(), ErrorCode::Unavailable, "cannot tell who is there right now; retry")
+                }
+            }
+        }))
+    }
+
+    /// A client event, for the app's `event` webhook; its answer is the reply.
+    fn client_event(&mut self, id: Option<ReplyId>, event: EventName, data: Bytes) -> Option<BoxFuture<'static, ()>> {
+        if !self.conn.webhook_events.contains(WebhookEvent::Event) {
+            reply_error(&self.conn, id.as_ref(), ErrorCode::NoUpstream, "no webhook of this app handles client events");
+            return None;
+        }
+        let max = self.conn.settings.limits.max_message_bytes as usize;
+        if data.len() > max {
+            let message = format!("data is {} bytes; the app allows at most {max}", data.len());
+            reply_error(&self.conn, id.as_ref(), ErrorCode::MessageTooLarge, &message);
+            return None;
+        }
+        if !self.publish_allowance.take() {
+            let rate = self.conn.settings.limits.client_publish_rate;
+            let message = format!("sending faster than the app's limit of {rate} messages per second");
+            reply_error(&self.conn, id.as_ref(), ErrorCode::RateLimited, &message);
+            return None;
+        }
+        let (edge, conn) = (Arc::clone(&self.edge), Arc::clone(&self.conn));
+        Some(Box::pin(async move {
+            let timeout_ms = conn.settings.webhooks.event_timeout_ms;
+            let request = ClientEventRequest {
+                connection_id: conn.id.to_string(),
+                hub: conn.scope.hub.to_string(),
+                user: conn.user.as_ref().map(ToString::to_string),
+                event: event.to_string(),
+                data,
+                timeout_ms,
+            };
+            let wait = std::time::Duration::from_millis(u64::from(timeout_ms)) + std::time::Duration::from_secs(2);
+            let answer =
+                edge.directory.request(&conn.scope.app, ApiOp::ClientEvent, ApiQuery::ClientEvent(request), wait).await;
+            match answer {
+                Ok(ApiAnswer::EventReply(data)) => {
+                    if let Some(id) = &id {
+                        conn.send(&native::encode_reply_data(id, &data));
+                    }
+                }
+                Ok(ApiAnswer::Error(failure)) => {
+                    let code = match ApiFailureKind::try_from(failure.kind) {
+                        Ok(ApiFailureKind::NoUpstream) => ErrorCode::NoUpstream,
+                        Ok(ApiFailureKind::UpstreamFailed) => ErrorCode::UpstreamFailed,
+                        _ => ErrorCode::Unavailable,
+                    };
+                    reply_error(&conn, id.as_ref(), code, &failure.message);
+                }
+                _ => reply_error(&conn, id.as_ref(), ErrorCode::Unavailable, "cannot reach the app right now; retry"),
+            }
+        }))
     }
 
     fn forbidden(&self, id: Option<&ReplyId>, action: &str, group: &GroupName) {

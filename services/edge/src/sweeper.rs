@@ -1,11 +1,13 @@
 //! One task per node does what would otherwise take a timer per connection: it pings every
 //! connection once per heartbeat interval (spread evenly over the interval), closes the ones
-//! from which nothing arrived for two intervals, and retires lingering subscriptions.
+//! from which nothing arrived for two intervals, and retires lingering subscriptions. It also
+//! notices when the node comes back from a long routing-plane outage.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use signalbox_core::CloseCode;
+use signalbox_proto::wire::NODE_LOST_AFTER;
 
 use crate::EdgeState;
 use crate::outbox::CloseRequest;
@@ -21,8 +23,16 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
     let mut epoch = edge.hub.bus.epoch();
+    let mut cut_off_since: Option<Instant> = None;
     loop {
         interval.tick().await;
+        if edge.hub.bus.is_connected() {
+            if cut_off_since.take().is_some_and(|since| since.elapsed() >= NODE_LOST_AFTER) {
+                close_after_long_outage(&edge);
+            }
+        } else {
+            cut_off_since.get_or_insert_with(Instant::now);
+        }
         // The bus reconnected: stored messages published meanwhile were not delivered live.
         let now_epoch = edge.hub.bus.epoch();
         if now_epoch != epoch {
@@ -52,4 +62,15 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
         metrics::counter!("signalbox_heartbeat_pings_total").increment(pinged);
         edge.hub.retire_idle_targets();
     }
+}
+
+/// The cluster reported this node's connections disconnected while it was cut off: they
+/// reconnect (elsewhere, or here) and recover, so what webhooks and presence were told holds.
+fn close_after_long_outage(edge: &EdgeState) {
+    let mut closed = 0;
+    edge.hub.for_each_connection(|conn| {
+        conn.close(CloseRequest::new(CloseCode::Reconnect, "this node was cut off from the cluster; reconnect"));
+        closed += 1;
+    });
+    tracing::warn!(closed, "back after a long routing-plane outage: closing every connection (4200)");
 }

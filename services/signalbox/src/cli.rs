@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use signalbox_api::TargetPolicy;
 use signalbox_core::NodeId;
 use signalbox_edge::EdgeConfig;
 use signalbox_proto::Subjects;
@@ -68,8 +69,28 @@ pub struct ServeArgs {
     /// The master key, base64 of 32 bytes (default: generated and saved in the data dir).
     #[arg(long, env = "SIGNALBOX_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Address ranges webhooks may reach besides public ones: `loopback`, `private`,
+    /// `link-local` (comma-separated), or `none`. Local development allows this machine and
+    /// private networks.
+    #[arg(long, env = "SIGNALBOX_WEBHOOK_ALLOW", default_value = "loopback,private", value_parser = parse_target_policy)]
+    pub webhook_allow: TargetPolicy,
     #[command(flatten)]
     pub edge: EdgeTuning,
+}
+
+/// Parses `--webhook-allow`.
+fn parse_target_policy(raw: &str) -> Result<TargetPolicy, String> {
+    let mut policy = TargetPolicy::default();
+    for range in raw.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        match range {
+            "loopback" => policy.loopback = true,
+            "private" => policy.private = true,
+            "link-local" => policy.link_local = true,
+            "none" => {}
+            other => return Err(format!("unknown range {other:?} (loopback, private, link-local, none)")),
+        }
+    }
+    Ok(policy)
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +112,10 @@ pub struct ApiArgs {
     /// The root of every NATS subject (to share a NATS cluster between deployments).
     #[arg(long, env = "SIGNALBOX_SUBJECT_PREFIX", default_value = "sb")]
     pub subject_prefix: String,
+    /// Address ranges webhooks may reach besides public ones: `loopback`, `private`,
+    /// `link-local` (comma-separated), or `none`.
+    #[arg(long, env = "SIGNALBOX_WEBHOOK_ALLOW", default_value = "none", value_parser = parse_target_policy)]
+    pub webhook_allow: TargetPolicy,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use signalbox_api::{Api, ApiConfig, MasterKey, Plane};
-use signalbox_bus::{Bus, Journal, NatsBus, NatsConfig, NatsIdempotency, NatsJournal};
+use signalbox_api::{Api, ApiConfig, MasterKey, Plane, TargetPolicy};
+use signalbox_bus::{Bus, EventQueue, Journal, NatsBus, NatsConfig, NatsEventQueue, NatsIdempotency, NatsJournal};
 use signalbox_edge::{Edge, EdgeConfig};
 use signalbox_proto::Subjects;
 use signalbox_store::Store;
@@ -67,6 +67,8 @@ pub struct ApiRoleConfig {
     pub admin_token: String,
     pub master_key: String,
     pub subjects: Subjects,
+    /// Where webhooks may be sent besides public addresses.
+    pub webhook_targets: TargetPolicy,
 }
 
 /// A running api node.
@@ -74,6 +76,7 @@ pub struct ApiRoleConfig {
 pub struct ApiRole {
     serving: Serving,
     bus_task: JoinHandle<()>,
+    dispatcher: Vec<JoinHandle<()>>,
     store: Store,
 }
 
@@ -85,10 +88,14 @@ impl ApiRole {
         let plane = Plane {
             journal: Arc::new(NatsJournal::new(&nats, config.subjects.clone())),
             idempotency: Arc::new(NatsIdempotency::new(&nats, &config.subjects.resource_prefix())),
+            events: Arc::new(NatsEventQueue::new(&nats, config.subjects.clone())),
             bus: Arc::new(nats),
         };
-        let api = Api::new(ApiConfig::new(config.subjects, config.admin_token, master_key), store.clone(), plane);
+        let mut api_config = ApiConfig::new(config.subjects, config.admin_token, master_key);
+        api_config.webhook_targets = config.webhook_targets;
+        let api = Api::new(api_config, store.clone(), plane);
         let bus_task = api.serve_bus().await.context("cannot subscribe to edge requests")?;
+        let dispatcher = api.start_dispatcher();
         let ready = {
             let api = api.clone();
             readiness(move || {
@@ -98,7 +105,7 @@ impl ApiRole {
         };
         let serving = Serving::start(config.listen, api.router().merge(health::router(ready))).await?;
         tracing::info!(addr = %serving.addr, "signalbox api serving");
-        Ok(Self { serving, bus_task, store })
+        Ok(Self { serving, bus_task, dispatcher, store })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -108,6 +115,9 @@ impl ApiRole {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.serving.stop().await?;
         self.bus_task.abort();
+        for task in &self.dispatcher {
+            task.abort();
+        }
         self.store.close().await;
         Ok(())
     }
@@ -133,8 +143,9 @@ impl EdgeRole {
         let name = format!("signalbox-edge-{}", config.edge.node);
         let nats = NatsBus::connect(&NatsConfig::new(&config.nats_url, name)).await?;
         let journal: Arc<dyn Journal> = Arc::new(NatsJournal::new(&nats, config.edge.subjects.clone()));
+        let events: Arc<dyn EventQueue> = Arc::new(NatsEventQueue::new(&nats, config.edge.subjects.clone()));
         let bus: Arc<dyn Bus> = Arc::new(nats);
-        let edge = Arc::new(Edge::start(config.edge, bus, journal).await.context("cannot start the edge")?);
+        let edge = Arc::new(Edge::start(config.edge, bus, journal, events).await.context("cannot start the edge")?);
         let ready = {
             let edge = Arc::clone(&edge);
             readiness(move || {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use signalbox_api::{Api, ApiConfig, MasterKey, Plane};
-use signalbox_bus::{Bus, Journal, LocalBus, LocalIdempotency, LocalJournal};
+use signalbox_api::{Api, ApiConfig, MasterKey, Plane, TargetPolicy};
+use signalbox_bus::{Bus, EventQueue, Journal, LocalBus, LocalEventQueue, LocalIdempotency, LocalJournal};
 use signalbox_core::{NodeId, ids};
 use signalbox_edge::{Edge, EdgeConfig};
 use signalbox_proto::Subjects;
@@ -36,12 +36,22 @@ pub struct ServeConfig {
     pub master_key: Option<String>,
     /// The edge's tuning (heartbeats, queues, limits).
     pub edge: EdgeConfig,
+    /// Where webhooks may be sent (by default this machine and private networks too: this is
+    /// for local development).
+    pub webhook_targets: TargetPolicy,
 }
 
 impl ServeConfig {
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
         let edge = EdgeConfig::new(NodeId::generate(), Subjects::default());
-        Self { listen, data_dir, admin_token: None, master_key: None, edge }
+        Self {
+            listen,
+            data_dir,
+            admin_token: None,
+            master_key: None,
+            edge,
+            webhook_targets: TargetPolicy::development(),
+        }
     }
 }
 
@@ -56,6 +66,7 @@ pub struct Embedded {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     bus_task: JoinHandle<()>,
+    dispatcher: Vec<JoinHandle<()>>,
     store: Store,
 }
 
@@ -114,14 +125,19 @@ impl Embedded {
         let subjects = config.edge.subjects.clone();
         let journal: Arc<dyn Journal> = Arc::new(LocalJournal::new(local.clone(), subjects.clone()));
         let bus: Arc<dyn Bus> = Arc::new(local);
+        let events: Arc<dyn EventQueue> = Arc::new(LocalEventQueue::new());
         let plane = Plane {
             bus: Arc::clone(&bus),
             journal: Arc::clone(&journal),
             idempotency: Arc::new(LocalIdempotency::new()),
+            events: Arc::clone(&events),
         };
-        let api = Api::new(ApiConfig::new(subjects, admin_token.clone(), master_key), store.clone(), plane);
+        let mut api_config = ApiConfig::new(subjects, admin_token.clone(), master_key);
+        api_config.webhook_targets = config.webhook_targets;
+        let api = Api::new(api_config, store.clone(), plane);
         let bus_task = api.serve_bus().await.context("cannot start the api's bus service")?;
-        let edge = Arc::new(Edge::start(config.edge, bus, journal).await.context("cannot start the edge")?);
+        let dispatcher = api.start_dispatcher();
+        let edge = Arc::new(Edge::start(config.edge, bus, journal, events).await.context("cannot start the edge")?);
 
         let readiness = {
             let (api, edge) = (api.clone(), Arc::clone(&edge));
@@ -153,7 +169,18 @@ impl Embedded {
             let _ = stopped.await;
         }));
         tracing::info!(%addr, data_dir = %data_dir.display(), "signalbox serving (embedded)");
-        Ok(Self { addr, admin_token, admin_token_generated, data_dir, edge, stop: Some(stop), server, bus_task, store })
+        Ok(Self {
+            addr,
+            admin_token,
+            admin_token_generated,
+            data_dir,
+            edge,
+            stop: Some(stop),
+            server,
+            bus_task,
+            dispatcher,
+            store,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -206,6 +233,9 @@ impl Embedded {
         }
         (&mut self.server).await.context("server task failed")?.context("server failed")?;
         self.bus_task.abort();
+        for task in &self.dispatcher {
+            task.abort();
+        }
         self.store.close().await;
         Ok(())
     }

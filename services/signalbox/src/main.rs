@@ -36,6 +36,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut config = ServeConfig::new(args.listen, args.data_dir);
             config.admin_token = args.admin_token;
             config.master_key = args.master_key;
+            config.webhook_targets = args.webhook_allow;
             args.edge.apply(&mut config.edge);
             let server = Embedded::start(config).await?;
             print_banner(&server);
@@ -50,6 +51,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 admin_token: args.admin_token,
                 master_key: args.master_key,
                 subjects: Subjects::new(&args.subject_prefix),
+                webhook_targets: args.webhook_allow,
             })
             .await?;
             println!("signalbox api listening on http://{}", role.addr());

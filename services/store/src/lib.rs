@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - this file: [`Store`] — connecting, migrating, readiness;
-//! - [`tenants`], [`apps`], [`keys`], [`user_groups`]: one repository per table;
+//! - [`tenants`], [`apps`], [`keys`], [`user_groups`], [`webhooks`]: one repository per table;
+//! - [`deliveries`]: the webhook delivery queue (ordered per connection, claimed with leases)
+//!   and the delivery log; [`open_connections`]: disconnects owed if an edge is lost;
 //! - [`page`]: cursor pagination shared by the list queries.
 //!
 //! One implementation serves both backends through sqlx's `Any` driver: every query is
@@ -14,10 +16,13 @@
 //! Depends on `signalbox-core` only; never on the bus, the edge or the api.
 
 pub mod apps;
+pub mod deliveries;
 pub mod keys;
+pub mod open_connections;
 pub mod page;
 pub mod tenants;
 pub mod user_groups;
+pub mod webhooks;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -27,9 +32,12 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, ConnectOptions as _};
 
 pub use apps::AppRecord;
+pub use deliveries::{AttemptRecord, DeliveryRecord, NewDelivery};
 pub use keys::KeyRecord;
+pub use open_connections::OpenConnection;
 pub use page::{Cursor, Page, PageRequest};
 pub use tenants::TenantRecord;
+pub use webhooks::WebhookRecord;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");

@@ -1,8 +1,14 @@
 //! One repository suite, run against SQLite and against Postgres: the two backends must
 //! behave exactly alike.
 
-use signalbox_core::{AppId, AppSettings, GroupName, HubName, KeyId, KeyScope, KeyScopes, TenantId, UserId};
-use signalbox_store::{AppRecord, Backend, KeyRecord, PageRequest, Store, StoreError, TenantRecord};
+use signalbox_core::{
+    AppId, AppSettings, GroupName, HubName, KeyId, KeyScope, KeyScopes, TenantId, UserId, WebhookEvent, WebhookEvents,
+    WebhookId,
+};
+use signalbox_store::{
+    AppRecord, AttemptRecord, Backend, KeyRecord, NewDelivery, OpenConnection, PageRequest, Store, StoreError,
+    TenantRecord, WebhookRecord,
+};
 use signalbox_test_support::{TestDatabase, tempfile::TempDir};
 
 /// Keeps the backing database alive for the test's duration.
@@ -42,7 +48,19 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(tenants, apps_are_scoped_to_their_tenant, app_pages, keys_and_revocation, user_groups, unicode_names);
+on_both_backends!(
+    tenants,
+    apps_are_scoped_to_their_tenant,
+    app_pages,
+    keys_and_revocation,
+    user_groups,
+    unicode_names,
+    webhooks_are_scoped_to_their_app,
+    deliveries_go_one_at_a_time_per_key_in_order,
+    claims_are_leases,
+    the_attempt_log_keeps_the_newest,
+    open_connections_by_node,
+);
 
 async fn tenant(store: &Store, name: &str) -> TenantRecord {
     let record = TenantRecord { id: TenantId::generate(), name: name.into(), created_at: 1 };
@@ -201,4 +219,149 @@ async fn unicode_names(store: &Store) {
     assert_eq!(store.user_groups(&a.id, &HubName::native(), &user, 1).await.expect("list"), vec![group]);
     let found = store.tenant_by_token_hash(&format!("hash-{}", t.id)).await.expect("query").expect("found");
     assert_eq!(found.name, "Zürich 🚀 — \"quoted\"");
+}
+
+fn webhook(app: &AppRecord, created_at: i64) -> WebhookRecord {
+    WebhookRecord {
+        id: WebhookId::generate(),
+        app_id: app.id.clone(),
+        url: "https://example.com/hook".into(),
+        events: [WebhookEvent::Connected, WebhookEvent::Disconnected].into_iter().collect(),
+        secret_sealed: "sealed".into(),
+        previous_secret_sealed: None,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+async fn webhooks_are_scoped_to_their_app(store: &Store) {
+    let t = tenant(store, "hooks").await;
+    let (a, b) = (app(store, &t, 1).await, app(store, &t, 2).await);
+    let mut first = webhook(&a, 10);
+    store.create_webhook(&first).await.expect("create");
+    let second = webhook(&a, 11);
+    store.create_webhook(&second).await.expect("create");
+    assert_eq!(store.webhook(&a.id, &first.id).await.expect("get"), Some(first.clone()));
+    assert_eq!(store.webhook(&b.id, &first.id).await.expect("get"), None, "another app's");
+    let page = store.list_webhooks(&a.id, &PageRequest::first(1)).await.expect("list");
+    assert_eq!(page.items, vec![first.clone()]);
+    let rest = store.list_webhooks(&a.id, &PageRequest { limit: 5, after: page.next }).await.expect("list");
+    assert_eq!(rest.items, vec![second.clone()]);
+    first.events = WebhookEvents::parse(["connect"]).expect("known");
+    first.previous_secret_sealed = Some("old".into());
+    first.updated_at = 12;
+    assert!(store.update_webhook(&first).await.expect("update"));
+    assert_eq!(store.webhooks_of_app(&a.id).await.expect("all"), vec![first.clone(), second.clone()]);
+    assert!(!store.delete_webhook(&b.id, &first.id).await.expect("delete"), "another app cannot delete");
+    assert!(store.delete_webhook(&a.id, &first.id).await.expect("delete"));
+    assert!(store.webhook(&a.id, &first.id).await.expect("get").is_none());
+}
+
+fn delivery(webhook: &WebhookRecord, event: &str, key: &str) -> NewDelivery {
+    NewDelivery {
+        webhook_id: webhook.id.clone(),
+        event_id: event.into(),
+        event_type: "connected".into(),
+        ordering_key: key.into(),
+        body: format!(r#"{{"event":"{event}"}}"#),
+        event_time: 5,
+    }
+}
+
+async fn deliveries_go_one_at_a_time_per_key_in_order(store: &Store) {
+    let t = tenant(store, "queue").await;
+    let a = app(store, &t, 1).await;
+    let hook = webhook(&a, 1);
+    store.create_webhook(&hook).await.expect("create");
+    let queued = [delivery(&hook, "e1", "c1"), delivery(&hook, "e2", "c1"), delivery(&hook, "e3", "c2")];
+    store.queue_deliveries(&queued, 100).await.expect("queue");
+    store.queue_deliveries(&queued[..1], 100).await.expect("a repeat is skipped");
+    assert_eq!(store.pending_deliveries(&hook.id).await.expect("count"), 3);
+    // Only the head of each connection's queue.
+    let claimed = store.claim_deliveries(100, 200, 10).await.expect("claim");
+    assert_eq!(claimed.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e1", "e3"]);
+    assert!(store.claim_deliveries(100, 200, 10).await.expect("claim").is_empty(), "claimed already");
+    // e1 fails and waits; e2 must wait behind it.
+    store.retry_delivery(claimed[0].id, 1, 150).await.expect("retry");
+    store.finish_delivery(claimed[1].id).await.expect("done");
+    assert!(store.claim_deliveries(120, 300, 10).await.expect("claim").is_empty(), "e1 is not due, e2 waits");
+    let again = store.claim_deliveries(150, 300, 10).await.expect("claim");
+    assert_eq!(again.iter().map(|d| (d.event_id.as_str(), d.attempts)).collect::<Vec<_>>(), [("e1", 1)]);
+    store.finish_delivery(again[0].id).await.expect("done");
+    let next = store.claim_deliveries(150, 300, 10).await.expect("claim");
+    assert_eq!(next.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e2"]);
+    assert_eq!(next[0].body, r#"{"event":"e2"}"#);
+}
+
+async fn claims_are_leases(store: &Store) {
+    let t = tenant(store, "leases").await;
+    let a = app(store, &t, 1).await;
+    let hook = webhook(&a, 1);
+    store.create_webhook(&hook).await.expect("create");
+    store.queue_deliveries(&[delivery(&hook, "e1", "c1")], 0).await.expect("queue");
+    assert_eq!(store.claim_deliveries(10, 20, 5).await.expect("claim").len(), 1);
+    assert!(store.claim_deliveries(19, 40, 5).await.expect("claim").is_empty(), "the lease holds");
+    assert_eq!(store.claim_deliveries(21, 40, 5).await.expect("claim").len(), 1, "a lapsed lease is claimed again");
+    // Deleting the webhook drops what it was owed.
+    assert!(store.delete_webhook(&a.id, &hook.id).await.expect("delete"));
+    assert!(store.claim_deliveries(100, 200, 5).await.expect("claim").is_empty());
+}
+
+async fn the_attempt_log_keeps_the_newest(store: &Store) {
+    let t = tenant(store, "log").await;
+    let a = app(store, &t, 1).await;
+    let hook = webhook(&a, 1);
+    store.create_webhook(&hook).await.expect("create");
+    for i in 0..(signalbox_store::deliveries::ATTEMPTS_KEPT + 5) {
+        let attempt = AttemptRecord {
+            id: 0,
+            webhook_id: hook.id.clone(),
+            event_id: format!("e{i}"),
+            event_type: "connected".into(),
+            attempt: 1,
+            outcome: if i % 2 == 0 { "delivered".into() } else { "failed".into() },
+            status: (i % 2 == 0).then_some(200),
+            latency_ms: i,
+            error: (i % 2 == 1).then(|| "boom".into()),
+            at: i,
+        };
+        store.record_attempt(&attempt).await.expect("record");
+    }
+    let newest = store.attempts(&hook.id, None, 10).await.expect("log");
+    assert_eq!(newest[0].event_id, format!("e{}", signalbox_store::deliveries::ATTEMPTS_KEPT + 4));
+    let mut all = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.attempts(&hook.id, before, 30).await.expect("log");
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        all.extend(page);
+    }
+    assert_eq!(all.len() as i64, signalbox_store::deliveries::ATTEMPTS_KEPT, "older attempts pruned");
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(all.last().map(|a| a.event_id.as_str()), Some("e5"));
+}
+
+async fn open_connections_by_node(store: &Store) {
+    let t = tenant(store, "open").await;
+    let a = app(store, &t, 1).await;
+    let connection = |id: &str, node: &str| OpenConnection {
+        app_id: a.id.clone(),
+        connection_id: id.into(),
+        node: node.into(),
+        hub: "_".into(),
+        user_id: Some("bob".into()),
+        groups: vec!["room".into()],
+        connected_at: 7,
+    };
+    store.add_open_connection(&connection("n1_a", "n1")).await.expect("add");
+    store.add_open_connection(&connection("n1_a", "n1")).await.expect("a repeat is ignored");
+    store.add_open_connection(&connection("n2_b", "n2")).await.expect("add");
+    let mut nodes = store.nodes_with_open_connections().await.expect("nodes");
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"]);
+    assert_eq!(store.open_connections_of_node("n1", 100, 10).await.expect("of node"), vec![connection("n1_a", "n1")]);
+    assert!(store.open_connections_of_node("n1", 7, 10).await.expect("of node").is_empty(), "none before 7");
+    store.remove_open_connection(&a.id, "n1_a").await.expect("remove");
+    assert!(store.open_connections_of_node("n1", 100, 10).await.expect("of node").is_empty());
 }

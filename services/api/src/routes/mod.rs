@@ -6,8 +6,10 @@ mod groups;
 mod history;
 mod keys;
 mod messages;
+mod presence;
 mod tenants;
 mod tokens;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -46,6 +48,8 @@ use crate::error::{ApiError, Problem};
         (name = "messages", description = "Publishing (app key)"),
         (name = "groups", description = "Group membership (app key)"),
         (name = "connections", description = "Connections (app key)"),
+        (name = "presence", description = "Who is online (app key)"),
+        (name = "webhooks", description = "The app's upstream: endpoints, delivery log, tests (tenant)"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -84,6 +88,12 @@ pub(crate) fn router() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(groups::add_user, groups::remove_user))
         .routes(routes!(connections::get_connection, connections::close_connection))
         .routes(routes!(connections::close_user_connections))
+        .routes(routes!(presence::group_presence))
+        .routes(routes!(presence::user_presence))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::test_webhook))
 }
 
 /// A JSON body whose rejections are problem+json.

@@ -73,6 +73,12 @@ pub(crate) struct Hub {
     total: AtomicUsize,
     next_key: AtomicU64,
     started: Instant,
+    /// When this node started, in Unix milliseconds (in its heartbeats).
+    pub(crate) started_at_millis: u64,
+    /// Group targets with presence changes to publish and deliver.
+    pub(crate) presence_queue: Mutex<Vec<Arc<Target>>>,
+    /// The other edges, by their heartbeats.
+    pub(crate) peers: crate::presence::Peers,
 }
 
 fn shard_of<T: Hash + ?Sized>(value: &T) -> usize {
@@ -99,6 +105,9 @@ impl Hub {
             total: AtomicUsize::new(0),
             next_key: AtomicU64::new(1),
             started: Instant::now(),
+            started_at_millis: u64::try_from(signalbox_core::clock::unix_millis()).unwrap_or_default(),
+            presence_queue: Mutex::default(),
+            peers: crate::presence::Peers::default(),
         };
         (Arc::new(hub), inboxes)
     }
@@ -192,7 +201,9 @@ impl Hub {
             }
             groups.names.push(group.clone());
             let subject = self.config.subjects.group(&conn.scope, group);
-            self.add_member(conn, TargetKind::Group(group.clone()), subject)
+            let target = self.add_member(conn, TargetKind::Group(group.clone()), subject);
+            self.presence_changed(&target, conn, true);
+            target
         };
         if let Err(err) = self.ensure_subscribed(&target).await {
             self.leave(conn, group);
@@ -207,7 +218,9 @@ impl Hub {
         let Some(pos) = groups.names.iter().position(|g| g == group) else { return false };
         groups.names.swap_remove(pos);
         let subject = self.config.subjects.group(&conn.scope, group);
-        self.remove_member(conn, &subject);
+        if let Some(target) = self.remove_member(conn, &subject) {
+            self.presence_changed(&target, conn, false);
+        }
         drop(groups);
         conn.recovery.cancel(group);
         true
@@ -225,7 +238,9 @@ impl Hub {
         };
         let subjects = &self.config.subjects;
         for group in &groups {
-            self.remove_member(conn, &subjects.group(&conn.scope, group));
+            if let Some(target) = self.remove_member(conn, &subjects.group(&conn.scope, group)) {
+                self.presence_changed(&target, conn, false);
+            }
         }
         if let Some(user) = &conn.user {
             self.remove_member(conn, &subjects.user(&conn.scope, user));
@@ -268,10 +283,11 @@ impl Hub {
         target
     }
 
-    fn remove_member(&self, conn: &Conn, subject: &Subject) {
-        if let Some(target) = self.target(subject) {
-            target.remove(conn.key, self.now_ms());
-        }
+    /// Removes a member from the target of `subject`; returns the target.
+    fn remove_member(&self, conn: &Conn, subject: &Subject) -> Option<Arc<Target>> {
+        let target = self.target(subject)?;
+        target.remove(conn.key, self.now_ms());
+        Some(target)
     }
 
     /// Subscribes the target's subject unless it already is; concurrent callers share one

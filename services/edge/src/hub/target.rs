@@ -52,6 +52,9 @@ pub(crate) struct Target {
     /// For groups with history: where live delivery stands. Taken by the group's dispatcher
     /// for each stored message, and by a repair while it fetches what was missed.
     pub(crate) history: parking_lot::Mutex<HistoryCursor>,
+    /// For groups of apps with presence events: the changes to tell (boxed: most targets
+    /// never need it).
+    pub(crate) presence: parking_lot::Mutex<Option<Box<crate::presence::PresenceState>>>,
 }
 
 /// The order of a group's stored messages as delivered to its members here.
@@ -73,6 +76,7 @@ impl Target {
             subscription: tokio::sync::Mutex::new(SubState::Idle),
             emptied_at: AtomicU64::new(0),
             history: parking_lot::Mutex::default(),
+            presence: parking_lot::Mutex::default(),
         }
     }
 

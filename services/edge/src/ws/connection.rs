@@ -20,8 +20,8 @@ use signalbox_core::CloseCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use super::codec::{self, FrameError, Inbound, Reader};
+use crate::EdgeState;
 use crate::conn::Conn;
-use crate::hub::Hub;
 use crate::outbox::{CloseRequest, Taken};
 use crate::session::Session;
 
@@ -57,7 +57,7 @@ enum ReadError {
 pub(crate) struct Connection<S> {
     io: S,
     conn: Arc<Conn>,
-    hub: Arc<Hub>,
+    edge: Arc<EdgeState>,
     session: Session,
     reader: Reader,
     max_frame: usize,
@@ -80,12 +80,12 @@ pub(crate) struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// `prefix` holds bytes the client sent right after the handshake.
-    pub(crate) fn new(io: S, prefix: &[u8], conn: Arc<Conn>, hub: Arc<Hub>, session: Session) -> Self {
+    pub(crate) fn new(io: S, prefix: &[u8], conn: Arc<Conn>, edge: Arc<EdgeState>, session: Session) -> Self {
         let max_frame = conn.settings.limits.max_message_bytes as usize + FRAME_OVERHEAD;
         let mut connection = Self {
             io,
             conn,
-            hub,
+            edge,
             session,
             reader: Reader::default(),
             max_frame,
@@ -115,7 +115,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let _ = tokio::time::timeout(CLOSE_GRACE, self.wait_for_peer_close()).await;
         }
         let _ = self.io.shutdown().await;
-        self.hub.detach(&self.conn);
+        let (code, reason) = self.ending(&exit);
+        // Before leaving the hub, so the event still names the connection's groups.
+        self.edge.events.disconnected(&self.conn, code, &reason);
+        self.edge.hub.detach(&self.conn);
         match &exit {
             Exit::Closed { code, reason } => {
                 metrics::counter!("signalbox_disconnects_total", "code" => code.code().to_string()).increment(1);
@@ -129,6 +132,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
                 tracing::debug!(connection = %self.conn.id, error = %err, "connection failed");
             }
+        }
+    }
+
+    /// The close code and reason a connection ended with, as webhooks are told.
+    fn ending(&self, exit: &Exit) -> (u16, String) {
+        match (exit, &self.closing) {
+            (Exit::Closed { code, reason }, _) => (code.code(), reason.clone()),
+            // We were closing it and it did not take our close frame.
+            (Exit::Gone, Some(request)) => (request.code.code(), request.reason.to_string()),
+            (Exit::Gone, None) => (1006, "the connection dropped without a close frame".into()),
+            (Exit::Io(err), _) => (1006, format!("the connection failed: {err}")),
         }
     }
 
@@ -268,7 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if data.is_empty() {
             return Poll::Ready(Ok(false));
         }
-        self.conn.touch(self.hub.now_secs());
+        self.conn.touch(self.edge.hub.now_secs());
         self.reader.feed(data, self.max_frame, &mut self.inbound).map_err(ReadError::Frame)?;
         Poll::Ready(Ok(true))
     }

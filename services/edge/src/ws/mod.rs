@@ -6,6 +6,7 @@
 //! code. Requests that are not WebSocket upgrades at all get a problem+json error.
 
 pub(crate) mod codec;
+mod connect;
 mod connection;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use signalbox_core::{CloseCode, ConnectionId, GroupName, Scope, clock};
+use signalbox_core::{CloseCode, ConnectionId, GroupName, Scope, WebhookEvent, clock};
 use signalbox_proto::native::{self, GroupRecovery};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -29,6 +30,7 @@ use crate::outbox::{CloseRequest, Outbox};
 use crate::problem::problem;
 use crate::recoveries::Recoveries;
 use crate::session::Session;
+use connect::{Handshake, Identity, ask_connect_webhook};
 use connection::Connection;
 
 #[derive(Debug, Deserialize)]
@@ -96,7 +98,8 @@ pub(crate) async fn upgrade(
         Ok(recover) => recover,
         Err(detail) => return problem(StatusCode::BAD_REQUEST, "invalid-recover", &detail),
     };
-    let admitted = admit(&edge, token, recover).await;
+    let handshake = Handshake::of(&request, &headers);
+    let admitted = admit(&edge, token, recover, &handshake).await;
 
     let edge_for_task = Arc::clone(&edge);
     tokio::spawn(async move {
@@ -207,23 +210,39 @@ fn offers_native(headers: &HeaderMap) -> bool {
         .any(|p| p.trim() == native::SUBPROTOCOL)
 }
 
-/// Authenticates, applies limits, resolves the initial groups and registers the connection.
-async fn admit(edge: &EdgeState, token: Option<&str>, wanted: Vec<(GroupName, u64)>) -> Result<Admitted, CloseRequest> {
+/// Authenticates, asks the `connect` webhook if the app has one, applies limits, resolves the
+/// initial groups and registers the connection.
+async fn admit(
+    edge: &Arc<EdgeState>,
+    token: Option<&str>,
+    wanted: Vec<(GroupName, u64)>,
+    handshake: &Handshake,
+) -> Result<Admitted, CloseRequest> {
     let Authorized { claims, key_id, key } = auth::authenticate(&edge.directory, token).await.map_err(|err| {
         metrics::counter!("signalbox_connects_refused_total", "code" => err.close_code().code().to_string())
             .increment(1);
         CloseRequest::new(err.close_code(), err.to_string())
     })?;
     let scope = Scope::native(key.app.clone());
-    let mut groups = claims.groups.clone();
-    if let Some(user) = &claims.sub {
+    let config = &edge.hub.config;
+    let id = ConnectionId::generate(&config.node);
+    let mut identity = Identity {
+        user: claims.sub.clone(),
+        groups: claims.groups.clone(),
+        permissions: claims.permissions(),
+        info: claims.info.as_ref().map(|info| Arc::from(info.to_string())),
+    };
+    if key.webhook_events.contains(WebhookEvent::Connect) {
+        ask_connect_webhook(edge, &key, &scope, &id, &claims, handshake, &mut identity).await?;
+    }
+    let Identity { user, mut groups, permissions, info } = identity;
+    if let Some(user) = &user {
         let added = edge.directory.user_groups(&scope.app, &scope.hub, user).await.map_err(|_| {
             CloseRequest::new(CloseCode::TryAgainLater, "cannot load the user's groups right now; retry")
         })?;
         groups.extend(added);
     }
     // A group to recover is joined now if the token permits it.
-    let permissions = claims.permissions();
     let (mut recover, mut refused) = (Vec::new(), Vec::new());
     for (group, position) in wanted {
         if groups.contains(&group) || permissions.allows(signalbox_core::Action::Join, &group) {
@@ -236,12 +255,11 @@ async fn admit(edge: &EdgeState, token: Option<&str>, wanted: Vec<(GroupName, u6
     }
     groups.sort();
     groups.dedup();
-    let config = &edge.hub.config;
     let conn = Arc::new(Conn {
         key: edge.hub.next_key(),
-        id: ConnectionId::generate(&config.node),
+        id,
         scope,
-        user: claims.sub.clone(),
+        user,
         key_id,
         format: WireFormat::NativeJsonWebSocket,
         settings: Arc::clone(&key.settings),
@@ -250,6 +268,8 @@ async fn admit(edge: &EdgeState, token: Option<&str>, wanted: Vec<(GroupName, u6
         groups: parking_lot::Mutex::new(Groups::default()),
         last_seen: edge.hub.now_secs().into(),
         recovery: Recoveries::default(),
+        info,
+        webhook_events: key.webhook_events,
     });
     edge.hub.register(&conn).map_err(|refusal| {
         let reason = match refusal {
@@ -259,7 +279,7 @@ async fn admit(edge: &EdgeState, token: Option<&str>, wanted: Vec<(GroupName, u6
         metrics::counter!("signalbox_connects_refused_total", "code" => "4102").increment(1);
         CloseRequest::new(CloseCode::ConnectionLimit, reason)
     })?;
-    let session = Session::new(Arc::clone(&edge.hub), Arc::clone(&conn), permissions);
+    let session = Session::new(Arc::clone(edge), Arc::clone(&conn), permissions);
     Ok(Admitted { conn, session, groups, recover, refused })
 }
 
@@ -303,12 +323,15 @@ where
             conn.send(&native::encode_recovery(&outcomes));
         });
     }
-    if let Err(err) = attached {
-        tracing::warn!(connection = %conn.id, error = %err, "cannot attach connection");
-        conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
+    match attached {
+        Ok(()) => edge.events.connected(&conn),
+        Err(err) => {
+            tracing::warn!(connection = %conn.id, error = %err, "cannot attach connection");
+            conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
+        }
     }
     tracing::debug!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
-    let connection = Connection::new(io, &prefix, conn, Arc::clone(&edge.hub), session);
+    let connection = Connection::new(io, &prefix, conn, Arc::clone(&edge), session);
     drop(prefix);
     connection.run().await;
 }
