@@ -31,18 +31,15 @@ if (!existsSync(join(SDK, "dist/index.js"))) {
   const npm = (...args) => spawnSync("npm", args, { cwd: SDK, stdio: "inherit" }).status === 0;
   if (!(existsSync(join(SDK, "node_modules")) || npm("ci")) || !npm("run", "build")) process.exit(1);
 }
-const { ApiError, AppClient, ManagementClient } = await import(pathToFileURL(join(SDK, "dist/server/index.js")).href);
+const { AppClient, ManagementClient } = await import(pathToFileURL(join(SDK, "dist/server/index.js")).href);
 
 // One tenant, app and key per start of the demo.
 const operator = new ManagementClient({ url: signalboxUrl, token: adminToken });
 const tenant = await operator.createTenant("chat-demo");
 const management = new ManagementClient({ url: signalboxUrl, token: tenant.token });
-const history = { groups: ["room-*"], max_age_seconds: 3600 };
-const app = await management.createApp("chat", { history, presence: { events: "members" } }).catch((error) => {
-  // A Signalbox from before presence: chat works, the member list stays empty.
-  if (!(error instanceof ApiError && error.code === "invalid_settings")) throw error;
-  console.warn(`this Signalbox has no presence events (${error.detail}): the member list will stay empty`);
-  return management.createApp("chat", { history });
+const app = await management.createApp("chat", {
+  history: { groups: ["room-*"], max_age_seconds: 3600 },
+  presence: { events: "members" },
 });
 const key = await management.createKey(app.id, { name: "chat demo backend" });
 const signalbox = new AppClient({ url: signalboxUrl, app: app.id, key: key.credential });

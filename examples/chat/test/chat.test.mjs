@@ -80,9 +80,17 @@ after(async () => {
   await signalbox?.dispose();
 });
 
-test("two people chat: each sees the other's messages", async () => {
+test("two people chat: each sees the other in the member list and the other's messages", async () => {
   pages.alice = await enter("alice", "lobby");
   pages.bob = await enter("bob", "lobby");
+
+  // Presence: bob's arrival is told to alice's page, and both lists show both.
+  await pages.alice.page.waitForSelector('#messages li.system:text-is("bob joined")');
+  for (const { page } of [pages.alice, pages.bob]) {
+    await page.waitForSelector('#members li[data-user="alice"]');
+    await page.waitForSelector('#members li[data-user="bob"]');
+    await page.waitForSelector('#member-count:text-is("(2)")');
+  }
 
   await say(pages.alice.page, "hello bob");
   await messageIn(pages.bob.page, "alice", "hello bob");
@@ -109,5 +117,6 @@ test("a Signalbox restart: both pages reconnect by themselves and keep chatting"
 
   await say(alice.page, "still there?");
   await messageIn(bob.page, "alice", "still there?");
+  await bob.page.waitForSelector('#members li[data-user="alice"]');
   assert.deepEqual([...alice.errors, ...bob.errors], [], "no uncaught error in the pages");
 });

@@ -29,6 +29,11 @@ await signalbox.removeUserFromGroup("room-2", "bob");
 const page = await signalbox.history("room-1", { limit: 50 });
 console.log(`room-1 history: ${page.items.map((item) => item.data.text).join(", ")}`);
 
+// Presence: who is in a group (a page of members at a time), and whether a user is online.
+const room = await signalbox.groupPresence("room-1", { limit: 100 });
+const bob = await signalbox.userPresence("bob");
+console.log(`room-1: ${room.count} online; bob is ${bob.online ? "online" : "offline"}`);
+
 // Errors are ApiErrors: the HTTP status and the problem's code and detail.
 try {
   await signalbox.connection("conn_that_does_not_exist");

@@ -67,7 +67,8 @@ test("examples/backend.mjs: tokens, idempotent publishes, membership, history, e
   assert.match(lines[0], /^minted a token until \d+; signed one of \d+ characters$/);
   assert.match(lines[1], /^published \S+; the retry got the same id$/);
   assert.equal(lines[2], "room-1 history: hi");
-  assert.equal(lines[3], "error: 404 not_found");
+  assert.equal(lines[3], "room-1: 0 online; bob is offline");
+  assert.equal(lines[4], "error: 404 not_found");
 });
 
 test("examples/resilient.mjs: across a dropped network, every chat message once, and the user is told", async () => {

@@ -14,7 +14,16 @@ export {
   type PublishOptions,
   type UserPresence,
 } from "./app.js";
-export { ManagementClient, type App, type CreatedKey, type KeyScope, type Tenant } from "./management.js";
+export {
+  ManagementClient,
+  type App,
+  type CreatedKey,
+  type KeyScope,
+  type Tenant,
+  type Webhook,
+  type WebhookEvent,
+  type WebhookUpdate,
+} from "./management.js";
 export { ApiError, RequestFailedError, type Problem } from "./rest.js";
 export { parseKeyCredential, signClientToken, type ClientTokenClaims, type SigningKey } from "./tokens.js";
 export {

@@ -30,6 +30,27 @@ export interface CreatedKey {
 
 export type KeyScope = "publish" | "groups" | "tokens" | "read";
 
+export type WebhookEvent = "connect" | "connected" | "disconnected" | "event";
+
+export interface Webhook {
+  id: string;
+  url: string;
+  events: WebhookEvent[];
+  /** A secret rotation is under way: requests carry two signatures. */
+  rotating: boolean;
+  /** Signs the requests (`verifyWebhook`). Only in the answers that create or rotate it. */
+  secret?: string;
+}
+
+export interface WebhookUpdate {
+  url?: string;
+  events?: WebhookEvent[];
+  /** Makes a new secret (in the answer); the current one keeps signing beside it. */
+  rotateSecret?: boolean;
+  /** Ends a rotation: only the newest secret signs from now on. */
+  dropPreviousSecret?: boolean;
+}
+
 /** Calls made with an operator token or a tenant token (`bearer`). */
 export class ManagementClient {
   readonly #rest: RestClient;
@@ -64,6 +85,24 @@ export class ManagementClient {
   /** Creates a key (every scope unless `scopes` says otherwise). */
   createKey(app: string, options: { name?: string; scopes?: KeyScope[] } = {}): Promise<CreatedKey> {
     return this.#rest.request("POST", RestClient.path("v1", "apps", app, "keys"), { body: options });
+  }
+
+  /** Tenant token: calls `url` for `events`. The answer carries the signing secret, once. */
+  createWebhook(app: string, webhook: { url: string; events: WebhookEvent[] }): Promise<Webhook> {
+    return this.#rest.request("POST", RestClient.path("v1", "apps", app, "webhooks"), { body: webhook });
+  }
+
+  updateWebhook(app: string, webhook: string, update: WebhookUpdate): Promise<Webhook> {
+    const body: Record<string, unknown> = {};
+    if (update.url !== undefined) body.url = update.url;
+    if (update.events !== undefined) body.events = update.events;
+    if (update.rotateSecret) body.rotate_secret = true;
+    if (update.dropPreviousSecret) body.drop_previous_secret = true;
+    return this.#rest.request("PATCH", RestClient.path("v1", "apps", app, "webhooks", webhook), { body });
+  }
+
+  deleteWebhook(app: string, webhook: string): Promise<void> {
+    return this.#rest.request("DELETE", RestClient.path("v1", "apps", app, "webhooks", webhook));
   }
 
   /** Revokes a key: its REST calls fail at once and its clients are closed with 4403. */
