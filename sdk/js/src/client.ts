@@ -82,13 +82,17 @@ export interface RecoveryEvent {
   groups: GroupRecovery[];
 }
 
-/** Joins and leaves (`members` mode) or the user count (`count` mode) of a group. */
+/**
+ * Who joined and left a group (`members` mode) and its number of connections (both modes).
+ * Note: `count` here counts connections, while a `presence()` snapshot's `count` counts users.
+ */
 export interface PresenceEvent {
   group: string;
   joined?: PresenceChange[];
   left?: PresenceChange[];
   /** The lists were cut: query `presence(group)` for the whole picture. */
   truncated?: boolean;
+  /** The group's connections, anonymous ones included. */
   count?: number;
 }
 

@@ -92,8 +92,8 @@ export interface PresenceChange {
 
 /**
  * A presence event for a group the connection is in, when the app enables them: joins and
- * leaves (`members` mode, batched; `truncated` when the lists were cut) or the user count
- * (`count` mode).
+ * leaves (`members` mode, batched; `truncated` when the lists were cut) and the group's number
+ * of connections (`count`, in both modes).
  */
 export interface PresenceFrame {
   type: "presence";
@@ -101,6 +101,7 @@ export interface PresenceFrame {
   joined?: PresenceChange[];
   left?: PresenceChange[];
   truncated?: boolean;
+  /** The group's connections (not users, unlike a snapshot's `count`). */
   count?: number;
 }
 
