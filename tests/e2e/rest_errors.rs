@@ -77,7 +77,7 @@ async fn bad_requests_get_the_right_problem() {
             k,
             json_body(&json!({"event": "e", "data": "x".repeat(2000)})),
             413,
-            "payload_too_large",
+            "message_too_large",
         ),
         (
             Method::POST,

@@ -290,3 +290,103 @@ async fn a_rotation_signs_with_both_secrets_and_the_test_call_reports() {
     assert_eq!(tested["delivered"], false);
     assert!(tested["error"].as_str().is_some_and(|e| !e.is_empty()), "{tested}");
 }
+
+/// The first fenced block of `language` in `docs/webhooks.md`.
+fn documented(language: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/webhooks.md")).expect("doc");
+    let start = doc.find(&format!("```{language}\n")).expect("a block") + language.len() + 4;
+    doc[start..].split("```").next().expect("closed").to_owned()
+}
+
+/// Runs a documented verifier on a request; its output says whether it accepted it.
+fn run_verifier(program: &str, args: &[&str], script: String, secret: &str, header: &str, body: &[u8]) -> bool {
+    let dir = signalbox_test_support::tempfile::TempDir::new().expect("dir");
+    let body_path = dir.path().join("body");
+    std::fs::write(&body_path, body).expect("body");
+    let output = std::process::Command::new(program)
+        .args(args)
+        .arg(script)
+        .env("SECRET", secret)
+        .env("HEADER", header)
+        .env("BODY_FILE", &body_path)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{program} failed: {}", String::from_utf8_lossy(&output.stderr));
+    match stdout.trim() {
+        "true" | "True" => true,
+        "false" | "False" => false,
+        other => panic!("unexpected output {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_documented_verifiers_accept_real_deliveries_and_nothing_else() {
+    let signalbox = Signalbox::start().await;
+    let app = signalbox.app().await;
+    let receiver = Receiver::start().await;
+    let (_, secret) = webhook(&app, &receiver, &["connected"]).await;
+    app.connect(Some("ana"), &[], &[]).await;
+    let delivery = receiver.wait_for("a delivery", 1, |_| true).await.remove(0);
+    let header = delivery.header("signalbox-signature").expect("signed").to_owned();
+    let mut tampered = delivery.raw.to_vec();
+    tampered.extend_from_slice(b" ");
+    let js = documented("js")
+        + "\nimport { readFileSync } from 'node:fs';\nconsole.log(verifySignalbox(process.env.SECRET, process.env.HEADER, readFileSync(process.env.BODY_FILE)));";
+    let python = documented("python")
+        + "\nimport os\nprint(verify_signalbox(os.environ['SECRET'].encode(), os.environ['HEADER'], open(os.environ['BODY_FILE'], 'rb').read()))";
+    for (program, args, script) in [("node", vec!["--input-type=module", "-e"], js), ("python3", vec!["-c"], python)] {
+        assert!(run_verifier(program, &args, script.clone(), &secret, &header, &delivery.raw), "{program}: genuine");
+        assert!(!run_verifier(program, &args, script.clone(), &secret, &header, &tampered), "{program}: tampered");
+        assert!(
+            !run_verifier(program, &args, script.clone(), "whsec_wrong", &header, &delivery.raw),
+            "{program}: wrong secret"
+        );
+        let stale = header.replacen("t=", "t=1", 1);
+        assert!(
+            !run_verifier(program, &args, script, &secret, &stale, &delivery.raw),
+            "{program}: a timestamp far off"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_api_refuses_webhooks_to_internal_addresses_unless_allowed() {
+    let cluster = signalbox_tests::cluster::Cluster::start(1).await;
+    let app = cluster.app().await;
+    for url in ["http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/hook", "http://localhost:9/hook"] {
+        let err = app.tenant.create_webhook(&app.id, url, &["connected"]).await.expect_err(url);
+        assert_eq!(err.status(), Some(422), "{url}");
+    }
+    let created = app.tenant.create_webhook(&app.id, "https://93.184.216.34/hook", &["connected"]).await;
+    assert!(created.is_ok(), "a public address is fine: {created:?}");
+}
+
+#[tokio::test]
+async fn two_api_nodes_deliver_each_event_once_in_order_per_connection() {
+    let cluster = signalbox_tests::cluster::Cluster::start_shaped(signalbox_tests::cluster::Shape {
+        apis: 2,
+        edges: 1,
+        api_args: vec!["--webhook-allow".into(), "loopback".into()],
+        ..Default::default()
+    })
+    .await;
+    let app = cluster.app().await;
+    let receiver = Receiver::start().await;
+    let (_, secret) = webhook(&app, &receiver, &["connected", "disconnected"]).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let client = app.connect(Some(&format!("u{i}")), &[], &[]).await;
+        ids.push(client.connection_id().to_owned());
+        client.close();
+    }
+    let events = receiver.wait_for("every event", 40, |_| true).await;
+    let unique: std::collections::BTreeSet<&str> = events.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(unique.len(), 40, "forty distinct events");
+    for id in &ids {
+        let kinds: Vec<&str> =
+            events.iter().filter(|r| r.body["connection_id"] == id.as_str()).map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds[..2], ["signalbox.connected", "signalbox.disconnected"], "{id}");
+    }
+    assert_signed(&events[0], &secret);
+}

@@ -177,9 +177,8 @@ describe("errors", () => {
     );
     assert.ok(error instanceof ApiError);
     assert.equal(error.status, 413);
-    // docs/protocol.md promises REST the same code as the socket; the API says
-    // `payload_too_large` today. Either is a typed, machine-readable code.
-    assert.match(error.code, /^(message|payload)_too_large$/);
+    // REST carries the same code as the socket (docs/protocol.md).
+    assert.equal(error.code, "message_too_large");
     assert.ok(error.detail.length > 0);
   });
 

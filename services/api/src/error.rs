@@ -144,6 +144,8 @@ impl ApiError {
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidField { .. } => "invalid_field",
             Self::InvalidSettings(_) => "invalid_settings",
+            // A message over the app's limit: the same code as on the client protocol.
+            Self::PayloadTooLarge { limit, .. } if *limit > 0 => "message_too_large",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Conflict(_) | Self::Store(StoreError::Conflict) => "conflict",
             Self::Refused { code, .. } => code.as_str(),

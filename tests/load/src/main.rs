@@ -58,6 +58,8 @@ enum Command {
     HundredK,
     /// 7. The fan-out against a minimal tokio-tungstenite broadcast server.
     Baseline,
+    /// 8. A join burst into one group with presence events: frames sent, batched.
+    Presence,
     /// Every scenario, in order.
     All,
     /// Drive a Signalbox that is already running: N connections, groups, a fixed rate or flat out.
@@ -140,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Cluster => scenario::cluster::run(&bins, quick).await?,
         Command::HundredK => scenario::hundred_k::run(&bins, quick).await?,
         Command::Baseline => scenario::fanout::run(&bins, quick, true).await?,
+        Command::Presence => scenario::presence::run(&bins, quick).await?,
         Command::All => {
             let mut all = Vec::new();
             all.extend(scenario::idle::run(&bins, quick).await?);
@@ -149,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
             all.extend(scenario::cluster::run(&bins, quick).await?);
             all.extend(scenario::hundred_k::run(&bins, quick).await?);
             all.extend(scenario::fanout::run(&bins, quick, true).await?);
+            all.extend(scenario::presence::run(&bins, quick).await?);
             all
         }
     };

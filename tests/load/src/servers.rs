@@ -157,11 +157,23 @@ impl BenchApp {
     }
 
     pub(crate) async fn create_with_operator(api: &str, operator_token: &str) -> anyhow::Result<Self> {
+        Self::create_with_settings(api, operator_token, json!({})).await
+    }
+
+    /// Like [`create`](Self::create), with more settings (`{"presence": …}`).
+    pub(crate) async fn create_with_settings(
+        api: &str,
+        operator_token: &str,
+        extra: serde_json::Value,
+    ) -> anyhow::Result<Self> {
         let operator = Client::new(api, operator_token)?;
         let tenant = operator.create_tenant("bench").await?;
         let tenant = operator.with_bearer(&tenant.token);
-        let limits = json!({"limits": {"max_connections": 1_000_000, "client_publish_rate": 10_000, "client_publish_burst": 10_000}});
-        let app = tenant.create_app("bench", limits).await?;
+        let mut settings = json!({"limits": {"max_connections": 1_000_000, "client_publish_rate": 10_000, "client_publish_burst": 10_000}});
+        if let (Some(settings), serde_json::Value::Object(extra)) = (settings.as_object_mut(), extra) {
+            settings.extend(extra);
+        }
+        let app = tenant.create_app("bench", settings).await?;
         let key = tenant.create_key(&app.id, None, None).await?;
         Ok(Self { id: app.id, backend: tenant.with_bearer(&key.credential), credential: key.credential })
     }

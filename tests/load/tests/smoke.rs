@@ -27,6 +27,7 @@ fn every_scenario_runs() {
         "cluster-smoke",
         "hundred-k-smoke",
         "baseline-smoke",
+        "presence-smoke",
     ] {
         assert!(stdout.contains(&format!("({scenario})")), "{scenario} reported:\n{stdout}");
     }

@@ -6,6 +6,7 @@ pub(crate) mod fanout;
 pub(crate) mod groups;
 pub(crate) mod hundred_k;
 pub(crate) mod idle;
+pub(crate) mod presence;
 pub(crate) mod rest;
 
 use std::net::SocketAddr;
