@@ -80,6 +80,8 @@ pub(crate) struct Conn {
     pub(crate) info: Option<Arc<str>>,
     /// What the app's webhooks want to hear about, when the connection opened.
     pub(crate) webhook_events: WebhookEvents,
+    /// Its `connected` event was emitted: only then is a `disconnected` owed.
+    pub(crate) announced: std::sync::atomic::AtomicBool,
 }
 
 /// The group list of a connection plus whether it has left the hub.

@@ -41,13 +41,15 @@ impl ConnectionEvents {
     pub(crate) fn connected(&self, conn: &Conn) {
         let wanted = conn.webhook_events;
         if wanted.contains(WebhookEvent::Connected) || wanted.contains(WebhookEvent::Disconnected) {
+            conn.announced.store(true, Ordering::SeqCst);
             self.emit(conn, ConnectionEventKind::Connected, 0, String::new());
         }
     }
 
+    /// The connection closed (if its opening was announced: one that never fully opened, such as
+    /// one refused at attach, is nobody's business).
     pub(crate) fn disconnected(&self, conn: &Conn, code: u16, reason: &str) {
-        let wanted = conn.webhook_events;
-        if wanted.contains(WebhookEvent::Connected) || wanted.contains(WebhookEvent::Disconnected) {
+        if conn.announced.load(Ordering::SeqCst) {
             self.emit(conn, ConnectionEventKind::Disconnected, code, reason.to_owned());
         }
     }

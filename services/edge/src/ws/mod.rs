@@ -270,6 +270,7 @@ async fn admit(
         recovery: Recoveries::default(),
         info,
         webhook_events: key.webhook_events,
+        announced: false.into(),
     });
     edge.hub.register(&conn).map_err(|refusal| {
         let reason = match refusal {
