@@ -5,8 +5,8 @@
 #   2. starts a private PostgreSQL cluster on its own port and directory (installing
 #      PostgreSQL from Debian if it is missing), unless one of ours is already running;
 #   3. runs every test of the workspace (cargo nextest when available, else cargo test);
-#   4. runs the TypeScript SDK's and the chat demo's tests (node --test) against the debug
-#      signalbox binary that step 3 built, with headless Chromium (installed from Debian if
+#   4. runs the TypeScript SDK's, the chat demo's and the SignalR client's tests (node --test;
+#      the unmodified @microsoft/signalr from npm) against the debug signalbox binary that step 3 built, with headless Chromium (installed from Debian if
 #      it is missing) for the demo's browser test; SIGNALBOX_TEST_JS=0 skips this step;
 #   5. stops the Postgres it started.
 # Extra arguments go to the cargo test runner: scripts/test.sh -E 'test(cluster)'.
@@ -112,9 +112,10 @@ fi
 log "installing the SDK's and the demo's npm packages and building the SDK"
 (cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 (cd examples/chat && npm ci --no-audit --no-fund --loglevel=error)
-log "running the TypeScript SDK and chat demo tests (node --test)"
+(cd tests/signalr && npm ci --no-audit --no-fund --loglevel=error)
+log "running the TypeScript SDK, chat demo and SignalR client tests (node --test)"
 JS_STATUS=0
-node --test sdk/js/test/*.test.mjs examples/chat/test/*.test.mjs || JS_STATUS=$?
+node --test sdk/js/test/*.test.mjs examples/chat/test/*.test.mjs tests/signalr/*.test.mjs || JS_STATUS=$?
 [ "$CARGO_STATUS" -eq 0 ] || log "the cargo tests failed (exit $CARGO_STATUS)"
 [ "$JS_STATUS" -eq 0 ] || log "the TypeScript tests failed (exit $JS_STATUS)"
 [ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ]

@@ -9,6 +9,7 @@
 //! | `{root}.m.{app}.{hub}.g.{group}` | group messages | an edge while a local connection is in the group |
 //! | `{root}.m.{app}.{hub}.u.{user}` | user messages and user control | an edge while it holds a connection of the user |
 //! | `{root}.n.{node}.{app}` | connection messages, control, queries | that edge, always (`{root}.n.{node}.*`) |
+//! | `{root}.s.{app}.{connection}` | a SignalR connection's messages, control and HTTP transport requests (its id names no node: whichever edge its transport reached holds it) | that edge, while it holds the connection |
 //! | `{root}.a.{app}.{op}` | edge → api requests (keys, user groups) | every api node, as a queue group |
 //! | `{root}.c.{app}` | config changes (key revoked, settings) | every edge and api node (`{root}.c.*`) |
 //! | `{root}.h.{app}.{hub}.g.{group}` | group messages to store (history) | the app's history stream, which republishes each stored message on the group's `m` subject |
@@ -23,7 +24,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use signalbox_core::{AppId, GroupName, HubName, InvalidName, NodeId, Scope, UserId};
+use signalbox_core::{AppId, ConnectionId, GroupName, HubName, InvalidName, NodeId, Scope, UserId};
 
 /// A concrete NATS subject (or a subscription pattern with `*`/`>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,6 +113,8 @@ pub enum Route {
     Group(Scope, GroupName),
     User(Scope, UserId),
     Node(NodeId, AppId),
+    /// A SignalR connection (node-less id).
+    Connection(AppId, ConnectionId),
     Api(AppId, ApiOp),
     Config(AppId),
     Heartbeat(NodeId),
@@ -168,6 +171,11 @@ impl Subjects {
 
     pub fn node(&self, node: &NodeId, app: &AppId) -> Subject {
         self.make(format_args!("n.{node}.{app}"))
+    }
+
+    /// A SignalR connection, wherever it is held.
+    pub fn connection(&self, app: &AppId, connection: &ConnectionId) -> Subject {
+        self.make(format_args!("s.{app}.{connection}"))
     }
 
     /// Everything addressed to one node, whatever the app.
@@ -257,6 +265,7 @@ impl Subjects {
             ["m", a, h, "g", g] => Ok(Route::Group(scope(a, h)?, GroupName::new(name(g)?).map_err(invalid)?)),
             ["m", a, h, "u", u] => Ok(Route::User(scope(a, h)?, UserId::new(name(u)?).map_err(invalid)?)),
             ["n", n, a] => Ok(Route::Node(NodeId::new(n).map_err(invalid)?, app(a)?)),
+            ["s", a, c] => Ok(Route::Connection(app(a)?, ConnectionId::new(c).map_err(invalid)?)),
             ["a", a, op] => {
                 let op = ApiOp::ALL.into_iter().find(|o| o.token() == *op).ok_or_else(unknown)?;
                 Ok(Route::Api(app(a)?, op))
@@ -364,6 +373,8 @@ mod tests {
         assert_eq!(s.parse(s.node(&node, &app).as_str()), Ok(Route::Node(node.clone(), app.clone())));
         assert_eq!(s.parse(s.api(&app, ApiOp::Key).as_str()), Ok(Route::Api(app.clone(), ApiOp::Key)));
         assert_eq!(s.parse(s.config(&app).as_str()), Ok(Route::Config(app.clone())));
+        let signalr = ConnectionId::new("abcdefghjkmnpqrstvwxyz").expect("valid");
+        assert_eq!(s.parse(s.connection(&app, &signalr).as_str()), Ok(Route::Connection(app.clone(), signalr)));
         for op in ApiOp::ALL {
             assert_eq!(s.parse(s.api(&app, op).as_str()), Ok(Route::Api(app.clone(), op)));
         }

@@ -296,7 +296,14 @@ pub struct ClientEventRequest {
     pub data: Bytes,
     #[prost(uint32, tag = "6")]
     pub timeout_ms: u32,
+    /// For a SignalR hub method call: the caller's invocation id, when it wants a Completion.
+    #[prost(string, optional, tag = "7")]
+    pub invocation_id: Option<String>,
 }
+
+/// The app of an [`ApiRequest`] that looks a key up by its id alone (Azure SignalR-style
+/// tokens name no app): the answer names the key's app.
+pub const ANY_APP: &str = "-";
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UserGroupsQuery {
@@ -403,7 +410,7 @@ pub enum ConfigChangeKind {
 /// Everything that travels on the bus.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Packet {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub body: Option<Body>,
 }
 
@@ -427,6 +434,49 @@ pub enum Body {
     PresenceUpdate(PresenceUpdate),
     #[prost(message, tag = "9")]
     ConnectionEvent(ConnectionEvent),
+    #[prost(message, tag = "10")]
+    Transport(TransportRequest),
+    #[prost(message, tag = "11")]
+    TransportReply(TransportReply),
+}
+
+/// An HTTP transport request of a SignalR connection (a long poll, a send, a delete) that
+/// reached an edge other than the one holding the connection: forwarded on the connection's
+/// subject, after the receiving edge checked the token and the connection token.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TransportRequest {
+    #[prost(string, tag = "1")]
+    pub app: String,
+    #[prost(string, tag = "2")]
+    pub connection: String,
+    #[prost(enumeration = "TransportKind", tag = "3")]
+    pub kind: i32,
+    /// What a send carries.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub body: Bytes,
+    /// The user of the token that made the request: must be the connection's.
+    #[prost(string, optional, tag = "5")]
+    pub user: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum TransportKind {
+    /// `GET`: a long poll.
+    Poll = 0,
+    /// `POST`: messages from the client.
+    Send = 1,
+    /// `DELETE`: the client ends a long-polling connection.
+    Delete = 2,
+}
+
+/// The HTTP answer to a forwarded [`TransportRequest`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TransportReply {
+    #[prost(uint32, tag = "1")]
+    pub status: u32,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub body: Bytes,
 }
 
 /// An edge not heard from for this long is lost: the dispatcher reports its connections

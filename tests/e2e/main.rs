@@ -11,5 +11,6 @@ mod presence;
 mod protocol_errors;
 mod reliability;
 mod rest_errors;
+mod signalr;
 mod tokens;
 mod webhooks;

@@ -75,13 +75,14 @@ async fn key_answer(state: &ApiState, app: &AppId, key: &str) -> ApiAnswer {
     let Ok(key) = KeyId::new(key) else { return failure(ApiFailureKind::NotFound, "no such key") };
     state.cache.sync_epoch(state.bus.epoch());
     let opened = match state.cache.key(&state.store, &state.master_key, &key).await {
-        Ok(Some(opened)) if &opened.record.app_id == app => opened,
+        Ok(Some(opened)) if &opened.record.app_id == app || app.as_str() == wire::ANY_APP => opened,
         Ok(_) => return failure(ApiFailureKind::NotFound, "no such key"),
         Err(err) => {
             tracing::error!(app = %app, key = %key, error = %err, "key lookup for an edge failed");
             return failure(ApiFailureKind::Unavailable, "key lookup failed");
         }
     };
+    let app = &opened.record.app_id;
     let settings = match state.cache.app(&state.store, app).await {
         Ok(Some(record)) => serde_json::to_string(&record.settings).unwrap_or_default(),
         Ok(None) => return failure(ApiFailureKind::NotFound, "no such app"),

@@ -75,6 +75,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(&'static str),
+    #[error("{0}")]
+    NotImplemented(&'static str),
 }
 
 impl From<BusError> for ApiError {
@@ -128,6 +130,7 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(StoreError::Conflict) => StatusCode::CONFLICT,
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -152,6 +155,7 @@ impl ApiError {
             Self::IdempotencyMismatch => "idempotency_key_reused",
             Self::Unavailable(_) => "unavailable",
             Self::Store(_) | Self::Internal(_) => "internal",
+            Self::NotImplemented(_) => "not_implemented",
         }
     }
 

@@ -140,6 +140,7 @@ impl Api {
     pub fn router(&self) -> Router {
         let (router, openapi) = routes::router().split_for_parts();
         router
+            .merge(routes::signalr::router())
             .with_state(Arc::clone(&self.state))
             .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
             .method_not_allowed_fallback(error::method_not_allowed)
@@ -205,19 +206,19 @@ impl ApiState {
     /// Returns the connection's info for queries.
     pub(crate) async fn control_connection(
         &self,
-        app: &AppId,
+        scope: &Scope,
         connection: &ConnectionId,
         op: ControlOp,
     ) -> Result<Option<ConnectionInfo>, ApiError> {
-        let node = connection.node().ok_or(ApiError::NotFound("connection"))?;
+        let app = &scope.app;
         let control = Control {
             app: app.to_string(),
-            hub: signalbox_core::HubName::native().to_string(),
+            hub: scope.hub.to_string(),
             connection: connection.to_string(),
             user: String::new(),
             op: Some(op),
         };
-        let subject = self.subjects.node(&node, app);
+        let subject = self.connection_subject(app, connection);
         let reply = match self.bus.request(subject, wire::encode(Body::Control(control)), self.request_timeout).await {
             Ok(reply) => reply,
             // No node answers for this id: it is gone, and so is the connection.
@@ -238,6 +239,15 @@ impl ApiState {
                 Err(ApiError::Unavailable(BusError::Unavailable))
             }
             _ => Err(ApiError::Internal("an edge refused a control operation")),
+        }
+    }
+
+    /// Where a connection is reached: its node's subject, or (SignalR connections, whose ids
+    /// name no node) the connection's own subject.
+    pub(crate) fn connection_subject(&self, app: &AppId, connection: &ConnectionId) -> signalbox_proto::Subject {
+        match connection.node() {
+            Some(node) => self.subjects.node(&node, app),
+            None => self.subjects.connection(app, connection),
         }
     }
 

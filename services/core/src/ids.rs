@@ -221,6 +221,9 @@ validated_string!(
 /// Lower-case alphabet for generated ids: no ambiguous characters, safe everywhere.
 const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
+/// Characters of a SignalR connection id.
+const SIGNALR_ID_LEN: usize = 22;
+
 /// `len` random characters of [`ID_ALPHABET`] (5 bits of entropy each).
 pub fn random_token(len: usize) -> String {
     let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
@@ -273,6 +276,17 @@ impl ConnectionId {
     /// A fresh connection id on `node` (80 bits of randomness after the node).
     pub fn generate(node: &NodeId) -> Self {
         Self(Arc::from(format!("{node}_{}", random_token(16))))
+    }
+
+    /// A fresh SignalR connection id: 110 random bits and no node (whichever edge its
+    /// transport reaches holds it, found through the connection's own subject).
+    pub fn generate_signalr() -> Self {
+        Self(Arc::from(random_token(SIGNALR_ID_LEN)))
+    }
+
+    /// Whether the id has the shape of a SignalR connection id.
+    pub fn is_signalr(&self) -> bool {
+        self.0.len() == SIGNALR_ID_LEN && self.0.bytes().all(|b| ID_ALPHABET.contains(&b))
     }
 
     /// The node that holds this connection, if the id has the `{node}_{random}` shape.
@@ -385,6 +399,9 @@ mod tests {
         assert_eq!(conn.node(), Some(node));
         assert_eq!(ConnectionId::new("nonode").expect("valid").node(), None);
         assert_eq!(ConnectionId::new("abc_").expect("valid").node(), None);
+        let signalr = ConnectionId::generate_signalr();
+        assert!(signalr.is_signalr() && signalr.node().is_none());
+        assert!(!conn.is_signalr() && !ConnectionId::new("nonsense").expect("valid").is_signalr());
     }
 
     #[test]

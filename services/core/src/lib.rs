@@ -8,6 +8,7 @@
 //! - [`permission`]: `join:room-*`-style grants and their matching;
 //! - [`scopes`]: what an app key may do;
 //! - [`token`]: client-token claims, HS256 signing and verification;
+//! - [`signalr`]: SignalR connection tokens and Azure SignalR-style access tokens;
 //! - [`codes`]: the one table of close codes and error codes, with what a client should do;
 //! - [`webhook`]: the events an app's webhooks can ask for.
 //!
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod permission;
 pub mod scopes;
 pub mod settings;
+pub mod signalr;
 pub mod token;
 pub mod webhook;
 

@@ -65,6 +65,8 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token is for another app")]
     WrongApp,
+    #[error("the token's audience is not this URL")]
+    WrongAudience,
     #[error("the token's claims are invalid: {0}")]
     InvalidClaims(String),
 }

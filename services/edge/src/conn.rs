@@ -22,33 +22,50 @@ pub(crate) type ConnKey = u64;
 pub(crate) enum WireFormat {
     /// `signalbox.json.v1` in WebSocket text frames.
     NativeJsonWebSocket,
+    /// SignalR JSON hub protocol records in WebSocket text frames.
+    SignalRWebSocket,
+    /// SignalR records as they are: Server-Sent Events frame them when writing.
+    SignalRServerSentEvents,
+    /// SignalR records as they are: a poll answers with the records queued.
+    SignalRLongPolling,
 }
 
 impl WireFormat {
-    pub(crate) const COUNT: usize = 1;
+    pub(crate) const COUNT: usize = 4;
 
     pub(crate) fn index(self) -> usize {
         match self {
             Self::NativeJsonWebSocket => 0,
+            Self::SignalRWebSocket => 1,
+            Self::SignalRServerSentEvents => 2,
+            Self::SignalRLongPolling => 3,
         }
+    }
+
+    pub(crate) fn is_signalr(self) -> bool {
+        !matches!(self, Self::NativeJsonWebSocket)
     }
 
     /// Wraps one protocol payload in this format's transport framing.
     pub(crate) fn frame(self, payload: &[u8]) -> Bytes {
         match self {
-            Self::NativeJsonWebSocket => codec::text_frame(payload),
+            Self::NativeJsonWebSocket | Self::SignalRWebSocket => codec::text_frame(payload),
+            Self::SignalRServerSentEvents | Self::SignalRLongPolling => Bytes::copy_from_slice(payload),
         }
     }
 
     pub(crate) fn protocol(self) -> &'static str {
         match self {
             Self::NativeJsonWebSocket => signalbox_proto::native::SUBPROTOCOL,
+            _ => "signalr.json.v1",
         }
     }
 
     pub(crate) fn transport(self) -> &'static str {
         match self {
-            Self::NativeJsonWebSocket => "websocket",
+            Self::NativeJsonWebSocket | Self::SignalRWebSocket => "websocket",
+            Self::SignalRServerSentEvents => "server-sent-events",
+            Self::SignalRLongPolling => "long-polling",
         }
     }
 }

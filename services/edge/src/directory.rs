@@ -106,6 +106,12 @@ impl Directory {
         result
     }
 
+    /// The key `key`, whatever its app (for tokens that name no app).
+    pub(crate) async fn key_of_any_app(&self, key: &KeyId) -> Lookup {
+        let any = AppId::new(wire::ANY_APP).map_err(|_| LookupError::NotFound)?;
+        self.key(&any, key).await
+    }
+
     async fn ask(&self, app: &AppId, op: ApiOp, query: ApiQuery) -> Result<ApiAnswer, LookupError> {
         match self.request(app, op, query, self.timeout).await? {
             ApiAnswer::Error(failure) if failure.kind == ApiFailureKind::NotFound as i32 => Err(LookupError::NotFound),
@@ -149,7 +155,7 @@ impl Directory {
             tracing::warn!(app = %app, key = %key, "api sent an invalid key record");
             return Err(LookupError::Unavailable);
         };
-        if &key_app != app {
+        if &key_app != app && app.as_str() != wire::ANY_APP {
             return Err(LookupError::NotFound);
         }
         Ok(Arc::new(KeyEntry {
@@ -183,6 +189,10 @@ impl Directory {
 
     /// Forgets every key of an app (its settings changed, or it was deleted).
     pub(crate) fn forget_app(&self, app: &AppId) {
-        self.slots.lock().retain(|_, slot| &slot.app != app);
+        // A slot looked up for any app (Azure-style tokens) names the app only in its result.
+        let of_app = |slot: &Slot| {
+            &slot.app == app || slot.result.get().is_some_and(|found| found.as_ref().is_ok_and(|key| &key.app == app))
+        };
+        self.slots.lock().retain(|_, slot| !of_app(slot));
     }
 }

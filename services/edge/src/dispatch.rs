@@ -107,6 +107,21 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
             Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
             None => {}
         },
+        Route::Connection(app, id) => match decode(payload) {
+            Some(Body::Message(envelope)) if envelope.app == app.as_str() => {
+                if let Some(conn) = edge.hub.connection(id.as_str()).filter(|c| c.scope.app == app) {
+                    edge.hub.deliver_to(&conn, &envelope);
+                }
+            }
+            Some(Body::Control(op)) if op.app == app.as_str() => {
+                tokio::spawn(control::apply_to_connection(Arc::clone(edge), app, op, reply));
+            }
+            Some(Body::Transport(request)) if request.app == app.as_str() && request.connection == id.as_str() => {
+                crate::signalr::answer_forwarded(edge, reply, request);
+            }
+            Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
+            None => {}
+        },
         Route::Config(app) => match decode(payload) {
             Some(Body::ConfigChange(change)) if change.app == app.as_str() => control::apply_config(edge, &app, change),
             Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),

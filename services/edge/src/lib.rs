@@ -9,6 +9,7 @@
 //! - `session`: the native protocol's requests (join, leave, publish, ping, presence, events);
 //! - `presence`: presence answers and events, heartbeats; `events`: connection events for
 //!   webhooks;
+//! - `signalr`: the SignalR adapter — negotiate, its three transports, the hub protocol;
 //! - `auth`, `directory`: client tokens, and the keys and settings cached from the api;
 //! - `dispatch`, `control`: what arrives from the routing plane;
 //! - `sweeper`: heartbeats, idle timeouts and lingering subscriptions, for all connections;
@@ -31,6 +32,7 @@ mod presence;
 mod problem;
 mod recoveries;
 mod session;
+mod signalr;
 mod sweeper;
 mod ws;
 
@@ -56,6 +58,7 @@ pub(crate) struct EdgeState {
     pub(crate) directory: Directory,
     pub(crate) drops: dispatch::DropCounters,
     pub(crate) events: events::ConnectionEvents,
+    pub(crate) signalr: signalr::Registry,
     draining: AtomicBool,
     /// The node has told the cluster it exists (its first heartbeat went out): until then it
     /// is not ready, so no client lands on a node presence queries do not know of.
@@ -97,6 +100,7 @@ impl Edge {
             directory,
             drops: dispatch::DropCounters::default(),
             events,
+            signalr: signalr::Registry::default(),
             draining: AtomicBool::new(false),
             announced: AtomicBool::new(false),
         });
@@ -121,9 +125,10 @@ impl Edge {
         Ok(Self { state, tasks })
     }
 
-    /// The routes of the edge: `GET /client`.
+    /// The routes of the edge: `GET /client` (native), and the SignalR adapter's
+    /// `/client/negotiate` and `/client/`.
     pub fn router(&self) -> Router {
-        Router::new().route("/client", get(ws::upgrade)).with_state(Arc::clone(&self.state))
+        Router::new().route("/client", get(ws::upgrade)).merge(signalr::routes()).with_state(Arc::clone(&self.state))
     }
 
     /// Ready to take connections: the routing plane is up, the cluster knows this node, and
@@ -154,7 +159,9 @@ impl Edge {
         let tick = period / u32::try_from(ticks).unwrap_or(u32::MAX).max(1);
         for batch in connections.chunks(per_tick) {
             for conn in batch {
-                conn.send(&frame);
+                if !conn.format.is_signalr() {
+                    conn.send(&frame);
+                }
                 conn.close(CloseRequest::default_for(CloseCode::Reconnect));
             }
             tokio::time::sleep(tick).await;

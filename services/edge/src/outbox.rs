@@ -135,6 +135,11 @@ impl Outbox {
         self.max_bytes
     }
 
+    /// The close requested, if any.
+    pub(crate) fn close_request(&self) -> Option<CloseRequest> {
+        self.state.lock().close.clone()
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
     }

@@ -27,7 +27,7 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 50;
 
 /// Publish allowance: `rate` tokens per second up to `burst`.
 #[derive(Debug)]
-struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     rate: f64,
     burst: f64,
@@ -35,12 +35,12 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
         Self { tokens: burst, rate: f64::from(rate), burst, refilled: Instant::now() }
     }
 
-    fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         self.take_at(Instant::now())
     }
 
@@ -172,6 +172,7 @@ impl Session {
                 event: event.to_string(),
                 data,
                 timeout_ms,
+                invocation_id: None,
             };
             let wait = std::time::Duration::from_millis(u64::from(timeout_ms)) + std::time::Duration::from_secs(2);
             let answer =

@@ -50,6 +50,13 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
                     conn.outbox.close_now(CloseRequest::default_for(CloseCode::HeartbeatTimeout));
                     timed_out += 1;
                 }
+            } else if conn.format.is_signalr() {
+                // SignalR clients time out after 30 s without a message and expect one at
+                // least every 15 s: a Ping message twice per interval.
+                if conn.key % buckets == bucket || (conn.key + buckets / 2) % buckets == bucket {
+                    conn.send(&signalbox_proto::signalr::encode_ping());
+                    pinged += 1;
+                }
             } else if conn.key % buckets == bucket {
                 conn.outbox.push(codec::PING.clone());
                 pinged += 1;

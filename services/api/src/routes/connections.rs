@@ -80,8 +80,10 @@ pub(crate) async fn get_connection(
     let app = app_id(&path.app)?;
     key.require(&app, KeyScope::Read)?;
     let id = connection_id(&path.connection)?;
-    let info =
-        state.control_connection(&app, &id, ControlOp::Query(true)).await?.ok_or(ApiError::NotFound("connection"))?;
+    let info = state
+        .control_connection(&Scope::native(app.clone()), &id, ControlOp::Query(true))
+        .await?
+        .ok_or(ApiError::NotFound("connection"))?;
     Ok(axum::Json(Connection {
         id,
         user_id: info.user.and_then(|u| UserId::new(u).ok()),
@@ -113,7 +115,7 @@ pub(crate) async fn close_connection(
     let app = app_id(&path.app)?;
     key.require(&app, KeyScope::Groups)?;
     let id = connection_id(&path.connection)?;
-    state.control_connection(&app, &id, close_op(query)?).await?;
+    state.control_connection(&Scope::native(app.clone()), &id, close_op(query)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -64,7 +64,7 @@ pub(crate) async fn add_connection(
     key.require(&app, KeyScope::Groups)?;
     let group = group_name(&path.group)?;
     let connection = connection_id(&path.connection)?;
-    state.control_connection(&app, &connection, ControlOp::Join(group.to_string())).await?;
+    state.control_connection(&Scope::native(app), &connection, ControlOp::Join(group.to_string())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -92,7 +92,7 @@ pub(crate) async fn remove_connection(
     key.require(&app, KeyScope::Groups)?;
     let group = group_name(&path.group)?;
     let connection = connection_id(&path.connection)?;
-    state.control_connection(&app, &connection, ControlOp::Leave(group.to_string())).await?;
+    state.control_connection(&Scope::native(app), &connection, ControlOp::Leave(group.to_string())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -33,13 +33,13 @@ const MAX_EXCLUDE: usize = 100;
 #[serde(deny_unknown_fields)]
 pub(crate) struct Publish {
     /// The event name (1-128 characters).
-    event: String,
+    pub(crate) event: String,
     /// Any JSON value; `null` when absent. At most the app's `max_message_bytes`.
     #[schema(value_type = Option<Object>)]
-    data: Option<Box<RawValue>>,
+    pub(crate) data: Option<Box<RawValue>>,
     /// Connection ids that must not receive the message.
     #[serde(default)]
-    exclude: Vec<String>,
+    pub(crate) exclude: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,26 +74,27 @@ pub(crate) struct ConnectionPath {
     connection: String,
 }
 
-type Published = Result<Response, ApiError>;
+pub(crate) type Published = Result<Response, ApiError>;
 
 /// Where a message goes: its live subject, or its group's history.
-struct Route {
-    target: Target,
-    subject: Subject,
+pub(crate) struct Route {
+    pub(crate) target: Target,
+    pub(crate) subject: Subject,
     /// The history subject and retention, for groups that keep history.
-    history: Option<(Subject, Retention)>,
+    pub(crate) history: Option<(Subject, Retention)>,
 }
 
 /// Checks the key and the message, then hands it to the routing plane — once per
 /// `Idempotency-Key`.
-async fn publish(
+pub(crate) async fn publish(
     state: &ApiState,
     key: &AppKey,
-    app: &AppId,
+    scope: &Scope,
     route: Route,
     body: Publish,
     headers: &HeaderMap,
 ) -> Published {
+    let app = &scope.app;
     key.require(app, KeyScope::Publish)?;
     let settings = &state.cache.app(&state.store, app).await?.ok_or(ApiError::NotFound("app"))?.settings;
     let event = EventName::new(&body.event)?;
@@ -118,7 +119,7 @@ async fn publish(
     let idempotency_key = idempotency::key(headers, app)?;
     let envelope = Envelope {
         app: app.to_string(),
-        hub: signalbox_core::HubName::native().to_string(),
+        hub: scope.hub.to_string(),
         target: Some(route.target),
         exclude,
         event: event.to_string(),
@@ -200,7 +201,7 @@ pub(crate) async fn broadcast(
     let app = app_id(&path.app)?;
     let route =
         Route { target: Target::All(true), subject: state.subjects.all(&Scope::native(app.clone())), history: None };
-    publish(&state, &key, &app, route, body, &headers).await
+    publish(&state, &key, &Scope::native(app), route, body, &headers).await
 }
 
 /// Send to every connection of a user.
@@ -228,7 +229,7 @@ pub(crate) async fn to_user(
     let user = user_id(&path.user)?;
     let subject = state.subjects.user(&Scope::native(app.clone()), &user);
     let route = Route { target: Target::User(user.to_string()), subject, history: None };
-    publish(&state, &key, &app, route, body, &headers).await
+    publish(&state, &key, &Scope::native(app), route, body, &headers).await
 }
 
 /// Send to every connection in a group.
@@ -263,7 +264,7 @@ pub(crate) async fn to_group(
     };
     let route =
         Route { target: Target::Group(group.to_string()), subject: state.subjects.group(&scope, &group), history };
-    publish(&state, &key, &app, route, body, &headers).await
+    publish(&state, &key, &Scope::native(app), route, body, &headers).await
 }
 
 /// Send to one connection.
@@ -289,11 +290,10 @@ pub(crate) async fn to_connection(
 ) -> Published {
     let app = app_id(&path.app)?;
     let connection = connection_id(&path.connection)?;
-    let node = connection.node().ok_or(ApiError::NotFound("connection"))?;
     let route = Route {
         target: Target::Connection(connection.to_string()),
-        subject: state.subjects.node(&node, &app),
+        subject: state.connection_subject(&app, &connection),
         history: None,
     };
-    publish(&state, &key, &app, route, body, &headers).await
+    publish(&state, &key, &Scope::native(app), route, body, &headers).await
 }

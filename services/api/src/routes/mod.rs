@@ -7,6 +7,7 @@ mod history;
 mod keys;
 mod messages;
 mod presence;
+pub(crate) mod signalr;
 mod tenants;
 mod tokens;
 mod webhooks;
@@ -156,8 +157,10 @@ pub(crate) fn app_id(raw: &str) -> Result<AppId, ApiError> {
     AppId::new(raw).map_err(|_| ApiError::NotFound("app"))
 }
 
+/// A connection id from a path: a native one (it names its node) or a SignalR one. Anything
+/// else cannot exist.
 pub(crate) fn connection_id(raw: &str) -> Result<ConnectionId, ApiError> {
-    ConnectionId::new(raw).ok().filter(|c| c.node().is_some()).ok_or(ApiError::NotFound("connection"))
+    ConnectionId::new(raw).ok().filter(|c| c.node().is_some() || c.is_signalr()).ok_or(ApiError::NotFound("connection"))
 }
 
 pub(crate) fn group_name(raw: &str) -> Result<GroupName, ApiError> {

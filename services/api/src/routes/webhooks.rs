@@ -402,6 +402,7 @@ pub(crate) async fn test_webhook(
         user: None,
         body: body.as_bytes(),
         timeout: std::time::Duration::from_secs(10),
+        extra_headers: &[],
     };
     let result = match state.webhook_client.call(&call).await {
         Ok(answer) => TestResult {

@@ -48,7 +48,7 @@ fn decision(outcome: ConnectOutcome, reason: impl Into<String>) -> ConnectDecisi
     ConnectDecision { outcome: outcome as i32, reason: reason.into(), ..ConnectDecision::default() }
 }
 
-fn clamp_timeout(requested_ms: u32) -> Duration {
+pub(super) fn clamp_timeout(requested_ms: u32) -> Duration {
     Duration::from_millis(u64::from(requested_ms.clamp(1, signalbox_core::settings::caps::WEBHOOK_TIMEOUT_MS)))
 }
 
@@ -90,6 +90,7 @@ pub(crate) async fn connect(state: &Arc<ApiState>, app: &AppId, request: Connect
         user: request.user.as_deref(),
         body: &body,
         timeout: clamp_timeout(request.timeout_ms),
+        extra_headers: &[],
     };
     let result = state.webhook_client.call(&call).await;
     log_blocking(state, &webhook, &id, WebhookEvent::Connect, &result);
@@ -151,6 +152,9 @@ pub(crate) async fn client_event(
     let Some(webhook) = webhooks.for_event(WebhookEvent::Event).next().cloned() else {
         return failure(ApiFailureKind::NoUpstream, "no webhook of this app handles client events".into());
     };
+    if request.hub != signalbox_core::HubName::native().as_str() {
+        return super::signalr::invoke(state, app, &webhook, request, max_answer_bytes).await;
+    }
     let data = RawValue::from_string(String::from_utf8_lossy(&request.data).into_owned())
         .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default());
     let body = serde_json::json!({
@@ -172,6 +176,7 @@ pub(crate) async fn client_event(
         user: request.user.as_deref(),
         body: &body,
         timeout: clamp_timeout(request.timeout_ms),
+        extra_headers: &[],
     };
     let result = state.webhook_client.call(&call).await;
     log_blocking(state, &webhook, &id, WebhookEvent::Event, &result);
@@ -200,7 +205,7 @@ pub(crate) async fn client_event(
 }
 
 /// Logs a blocking call in the webhook's delivery log, without making the caller wait.
-fn log_blocking(
+pub(super) fn log_blocking(
     state: &Arc<ApiState>,
     webhook: &OpenWebhook,
     id: &str,

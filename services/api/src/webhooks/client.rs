@@ -38,6 +38,8 @@ pub(crate) struct Call<'a> {
     pub(crate) user: Option<&'a str>,
     pub(crate) body: &'a [u8],
     pub(crate) timeout: Duration,
+    /// Headers of another protocol spoken on top (the SignalR upstream's `X-ASRS-*`).
+    pub(crate) extra_headers: &'a [(&'static str, String)],
 }
 
 /// The webhook's answer.
@@ -109,6 +111,12 @@ impl WebhookClient {
             .header("ce-type", call.kind)
             .header("ce-time", clock::rfc3339(call.time_millis))
             .header(signing::HEADER, signing::signature(call.secrets, clock::unix_seconds(), call.body));
+        for (name, value) in call.extra_headers {
+            // A value a header cannot carry (a user id with control characters) is left out.
+            if let Ok(value) = HeaderValue::from_str(value) {
+                request = request.header(*name, value);
+            }
+        }
         if let Some(subject) = call.subject {
             request = request.header("ce-subject", subject);
         }

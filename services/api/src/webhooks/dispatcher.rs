@@ -239,6 +239,7 @@ async fn attempt(state: &ApiState, delivery: &DeliveryRecord) -> Result<(u16, i6
         user: None,
         body: delivery.body.as_bytes(),
         timeout: DELIVERY_TIMEOUT,
+        extra_headers: &[],
     };
     let answer = state.webhook_client.call(&call).await.map_err(|e| e.to_string())?;
     Ok((answer.status, i64::try_from(answer.latency.as_millis()).unwrap_or(i64::MAX)))

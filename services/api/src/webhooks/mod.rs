@@ -11,5 +11,6 @@
 pub(crate) mod blocking;
 pub(crate) mod client;
 pub(crate) mod dispatcher;
+mod signalr;
 pub mod signing;
 pub mod targets;

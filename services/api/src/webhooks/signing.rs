@@ -26,6 +26,20 @@ fn mac(secret: &[u8], timestamp: u64, body: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// The SignalR upstream's `X-ASRS-Signature`: `sha256=<hex HMAC-SHA256(access key, connection id)>`
+/// for every live access key, comma-separated (what the Azure Functions SignalR trigger checks).
+pub fn asrs_signature(access_keys: &[Vec<u8>], connection_id: &str) -> String {
+    let signatures: Vec<String> = access_keys
+        .iter()
+        .map(|key| {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("any key length"));
+            mac.update(connection_id.as_bytes());
+            format!("sha256={}", hex(&mac.finalize().into_bytes()))
+        })
+        .collect();
+    signatures.join(",")
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -39,6 +53,16 @@ mod tests {
         // echo -n '1700000000.{"a":1}' | openssl dgst -sha256 -hmac 'whsec_test'
         let header = signature(&[b"whsec_test".to_vec()], 1_700_000_000, br#"{"a":1}"#);
         assert_eq!(header, "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789");
+    }
+
+    #[test]
+    fn asrs_signature_matches_a_reference_hmac() {
+        // echo -n 'conn1' | openssl dgst -sha256 -hmac 'key_a.secret'
+        let header = asrs_signature(&[b"key_a.secret".to_vec(), b"key_b.other".to_vec()], "conn1");
+        let parts: Vec<&str> = header.split(',').collect();
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| p.starts_with("sha256=") && p.len() == 7 + 64));
+        assert_eq!(asrs_signature(&[b"key_a.secret".to_vec()], "conn1"), parts[0]);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use signalbox_core::CloseCode;
-use signalbox_proto::native;
 use signalbox_proto::wire::{DataKind, Envelope};
+use signalbox_proto::{native, signalr};
 
 use super::{Hub, Target};
 use crate::conn::{Conn, ConnKey, WireFormat};
@@ -41,6 +41,9 @@ impl<'a> Outgoing<'a> {
                 WireFormat::NativeJsonWebSocket => {
                     native::encode_message(&envelope.event, kind, &envelope.data, group, envelope.position)
                 }
+                // A SignalR message is an invocation of the client's handler for the event,
+                // with the data as its arguments.
+                _ => signalr::encode_invocation(&envelope.event, &envelope.data),
             };
             format.frame(&payload)
         })

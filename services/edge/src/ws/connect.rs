@@ -19,7 +19,7 @@ use crate::outbox::CloseRequest;
 
 /// What the `connect` webhook is told about the request, besides the token.
 #[derive(Debug, Default)]
-pub(super) struct Handshake {
+pub(crate) struct Handshake {
     /// The query parameters other than the token and `recover`.
     query: serde_json::Map<String, serde_json::Value>,
     headers: serde_json::Map<String, serde_json::Value>,
@@ -29,7 +29,7 @@ pub(super) struct Handshake {
 const FORWARDED_HEADERS: [&str; 4] = ["origin", "user-agent", "x-forwarded-for", "accept-language"];
 
 impl Handshake {
-    pub(super) fn of(request: &axum::extract::Request, headers: &HeaderMap) -> Self {
+    pub(crate) fn of(request: &axum::extract::Request, headers: &HeaderMap) -> Self {
         let mut query = serde_json::Map::new();
         if let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(request.uri()) {
             for (name, value) in pairs {

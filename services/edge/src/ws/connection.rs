@@ -24,6 +24,22 @@ use crate::EdgeState;
 use crate::conn::Conn;
 use crate::outbox::{CloseRequest, Taken};
 use crate::session::Session;
+use crate::signalr::SignalRSession;
+
+/// What reads the client's messages: the protocol's session.
+pub(crate) enum Handler {
+    Native(Session),
+    SignalR(SignalRSession),
+}
+
+impl Handler {
+    fn on_text(&mut self, text: &[u8]) -> Option<BoxFuture<'static, ()>> {
+        match self {
+            Self::Native(session) => session.on_text(text),
+            Self::SignalR(session) => session.on_data(text),
+        }
+    }
+}
 
 /// Bytes read per system call, on the stack.
 const READ_CHUNK: usize = 8 * 1024;
@@ -58,7 +74,7 @@ pub(crate) struct Connection<S> {
     io: S,
     conn: Arc<Conn>,
     edge: Arc<EdgeState>,
-    session: Session,
+    handler: Handler,
     reader: Reader,
     max_frame: usize,
     /// Frames parsed but not handled yet, and the next one to handle.
@@ -80,13 +96,13 @@ pub(crate) struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// `prefix` holds bytes the client sent right after the handshake.
-    pub(crate) fn new(io: S, prefix: &[u8], conn: Arc<Conn>, edge: Arc<EdgeState>, session: Session) -> Self {
+    pub(crate) fn new(io: S, prefix: &[u8], conn: Arc<Conn>, edge: Arc<EdgeState>, handler: Handler) -> Self {
         let max_frame = conn.settings.limits.max_message_bytes as usize + FRAME_OVERHEAD;
         let mut connection = Self {
             io,
             conn,
             edge,
-            session,
+            handler,
             reader: Reader::default(),
             max_frame,
             inbound: Vec::new(),
@@ -118,6 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let (code, reason) = self.ending(&exit);
         // Before leaving the hub, so the event still names the connection's groups.
         self.edge.events.disconnected(&self.conn, code, &reason);
+        crate::signalr::forget(&self.edge, &self.conn);
         self.edge.hub.detach(&self.conn);
         match &exit {
             Exit::Closed { code, reason } => {
@@ -197,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     fn handle(&mut self, frame: Inbound) {
         match frame {
-            Inbound::Text(text) => self.request = self.session.on_text(&text),
+            Inbound::Text(text) => self.request = self.handler.on_text(&text),
             Inbound::Binary(_) => {
                 self.conn.outbox.close_now(CloseRequest::default_for(CloseCode::UnsupportedData));
                 self.peer_closed = true;
@@ -222,7 +239,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         {
             // Keep only a frame already half written (the stream must stay well-formed).
             self.pending.truncate(usize::from(self.written > 0));
-            self.pending.push_back(codec::close_frame(request.code.code(), &request.reason));
+            self.push_close(&request);
             self.closing = Some(request);
         }
         loop {
@@ -233,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 match self.conn.outbox.poll_take(cx, &mut self.pending) {
                     Poll::Ready(Taken::Frames) => {}
                     Poll::Ready(Taken::Close(request)) => {
-                        self.pending.push_back(codec::close_frame(request.code.code(), &request.reason));
+                        self.push_close(&request);
                         self.closing = Some(request);
                     }
                     Poll::Pending => {
@@ -256,6 +273,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             self.advance(n);
         }
+    }
+
+    /// Queues the close frame, after the protocol's own goodbye (SignalR's Close message).
+    fn push_close(&mut self, request: &CloseRequest) {
+        if self.conn.format.is_signalr() {
+            self.pending.push_back(codec::text_frame(&crate::signalr::close_record(request)));
+        }
+        self.pending.push_back(codec::close_frame(request.code.code(), &request.reason));
     }
 
     fn advance(&mut self, mut n: usize) {

@@ -6,7 +6,7 @@
 //! code. Requests that are not WebSocket upgrades at all get a problem+json error.
 
 pub(crate) mod codec;
-mod connect;
+pub(crate) mod connect;
 mod connection;
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use signalbox_core::{CloseCode, ConnectionId, GroupName, Scope, WebhookEvent, clock};
+use signalbox_core::{CloseCode, ConnectionId, GroupName, Permissions, Scope, WebhookEvent, clock};
 use signalbox_proto::native::{self, GroupRecovery};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -30,8 +30,10 @@ use crate::outbox::{CloseRequest, Outbox};
 use crate::problem::problem;
 use crate::recoveries::Recoveries;
 use crate::session::Session;
-use connect::{Handshake, Identity, ask_connect_webhook};
-use connection::Connection;
+pub(crate) use connect::Handshake;
+use connect::Identity;
+use connect::ask_connect_webhook;
+use connection::{Connection, Handler};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ClientQuery {
@@ -44,14 +46,14 @@ pub(crate) struct ClientQuery {
 const MAX_RECOVER: usize = 100;
 
 /// A connection that passed every check and is registered with the hub.
-struct Admitted {
-    conn: Arc<Conn>,
-    session: Session,
-    groups: Vec<GroupName>,
+pub(crate) struct Admitted {
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) permissions: Permissions,
+    pub(crate) groups: Vec<GroupName>,
     /// Groups to recover, with the position the client last saw.
-    recover: Vec<(GroupName, u64)>,
+    pub(crate) recover: Vec<(GroupName, u64)>,
     /// Groups the client asked to recover but may not join.
-    refused: Vec<GroupRecovery>,
+    pub(crate) refused: Vec<GroupRecovery>,
 }
 
 /// Parses `recover`: a JSON object of group names to positions. The error is a problem detail.
@@ -99,16 +101,58 @@ pub(crate) async fn upgrade(
         Err(detail) => return problem(StatusCode::BAD_REQUEST, "invalid-recover", &detail),
     };
     let handshake = Handshake::of(&request, &headers);
-    let admitted = admit(&edge, token, recover, &handshake).await;
+    let admitted = match auth::authenticate(&edge.directory, token).await {
+        Ok(authorized) => {
+            let scope = Scope::native(authorized.key.app.clone());
+            let id = ConnectionId::generate(&edge.hub.config.node);
+            let format = WireFormat::NativeJsonWebSocket;
+            admit(&edge, authorized, Admission { scope, id, format, wanted: recover, handshake: &handshake }).await
+        }
+        Err(err) => Err(refused(&err)),
+    };
+    let admitted = admitted.map(Started::Native);
+    accept_upgrade(edge, on_upgrade, accept, offers_native(&headers), admitted)
+}
 
-    let edge_for_task = Arc::clone(&edge);
+/// A connection's start, per protocol.
+pub(crate) enum Started {
+    Native(Admitted),
+    SignalR(Admitted),
+}
+
+impl Started {
+    fn conn(&self) -> &Arc<Conn> {
+        match self {
+            Self::Native(admitted) => &admitted.conn,
+            Self::SignalR(admitted) => &admitted.conn,
+        }
+    }
+}
+
+/// Counts and describes a refused token.
+pub(crate) fn refused(err: &auth::AuthError) -> CloseRequest {
+    metrics::counter!("signalbox_connects_refused_total", "code" => err.close_code().code().to_string()).increment(1);
+    CloseRequest::new(err.close_code(), err.to_string())
+}
+
+/// Answers `101` and runs the connection on the upgraded stream (a refused one is closed with
+/// its code at once).
+pub(crate) fn accept_upgrade(
+    edge: Arc<EdgeState>,
+    on_upgrade: OnUpgrade,
+    accept: HeaderValue,
+    native_subprotocol: bool,
+    admitted: Result<Started, CloseRequest>,
+) -> Response {
+    let edge_for_task = edge;
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
                 tracing::debug!(error = %err, "client left during the upgrade");
-                if let Ok(admitted) = admitted {
-                    edge_for_task.hub.detach(&admitted.conn);
+                if let Ok(started) = admitted {
+                    crate::signalr::forget(&edge_for_task, started.conn());
+                    edge_for_task.hub.detach(started.conn());
                 }
                 return;
             }
@@ -130,7 +174,7 @@ pub(crate) async fn upgrade(
     response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    if offers_native(&headers) {
+    if native_subprotocol {
         response_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(native::SUBPROTOCOL));
     }
     response
@@ -138,7 +182,7 @@ pub(crate) async fn upgrade(
 
 /// Why an upgrade request was refused before any WebSocket existed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HandshakeError {
+pub(crate) enum HandshakeError {
     NotWebSocket,
     UnsupportedVersion,
     UnsupportedSubprotocol,
@@ -170,7 +214,7 @@ impl IntoResponse for HandshakeError {
 }
 
 /// Checks the upgrade request; returns the `Sec-WebSocket-Accept` value.
-fn check_handshake(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, HandshakeError> {
+pub(crate) fn check_handshake(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, HandshakeError> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -210,22 +254,26 @@ fn offers_native(headers: &HeaderMap) -> bool {
         .any(|p| p.trim() == native::SUBPROTOCOL)
 }
 
-/// Authenticates, asks the `connect` webhook if the app has one, applies limits, resolves the
-/// initial groups and registers the connection.
-async fn admit(
+/// Who and where a connection that passed its token check is to be.
+pub(crate) struct Admission<'a> {
+    pub(crate) scope: Scope,
+    pub(crate) id: ConnectionId,
+    pub(crate) format: WireFormat,
+    /// Groups to recover, with the position the client last saw (native only).
+    pub(crate) wanted: Vec<(GroupName, u64)>,
+    pub(crate) handshake: &'a Handshake,
+}
+
+/// Asks the `connect` webhook if the app has one, applies limits, resolves the initial
+/// groups and registers the connection.
+pub(crate) async fn admit(
     edge: &Arc<EdgeState>,
-    token: Option<&str>,
-    wanted: Vec<(GroupName, u64)>,
-    handshake: &Handshake,
+    authorized: Authorized,
+    admission: Admission<'_>,
 ) -> Result<Admitted, CloseRequest> {
-    let Authorized { claims, key_id, key } = auth::authenticate(&edge.directory, token).await.map_err(|err| {
-        metrics::counter!("signalbox_connects_refused_total", "code" => err.close_code().code().to_string())
-            .increment(1);
-        CloseRequest::new(err.close_code(), err.to_string())
-    })?;
-    let scope = Scope::native(key.app.clone());
+    let Authorized { claims, key_id, key } = authorized;
+    let Admission { scope, id, format, wanted, handshake } = admission;
     let config = &edge.hub.config;
-    let id = ConnectionId::generate(&config.node);
     let mut identity = Identity {
         user: claims.sub.clone(),
         groups: claims.groups.clone(),
@@ -261,7 +309,7 @@ async fn admit(
         scope,
         user,
         key_id,
-        format: WireFormat::NativeJsonWebSocket,
+        format,
         settings: Arc::clone(&key.settings),
         connected_at: clock::unix_seconds(),
         outbox: Outbox::new(config.outbox_max_bytes, config.outbox_max_frames),
@@ -280,18 +328,22 @@ async fn admit(
         metrics::counter!("signalbox_connects_refused_total", "code" => "4102").increment(1);
         CloseRequest::new(CloseCode::ConnectionLimit, reason)
     })?;
-    let session = Session::new(Arc::clone(edge), Arc::clone(&conn), permissions);
-    Ok(Admitted { conn, session, groups, recover, refused })
+    Ok(Admitted { conn, permissions, groups, recover, refused })
 }
 
 /// Runs an upgraded connection: closes refused ones with their code, attaches and runs
 /// admitted ones.
-async fn serve<S>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Result<Admitted, CloseRequest>)
+async fn serve<S>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Result<Started, CloseRequest>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Admitted { conn, session, groups, recover, refused } = match admitted {
-        Ok(admitted) => admitted,
+    let Admitted { conn, permissions, groups, recover, refused } = match admitted {
+        Ok(Started::Native(admitted)) => admitted,
+        Ok(Started::SignalR(admitted)) => {
+            let session = crate::signalr::start(&edge, admitted).await;
+            Connection::new(io, &prefix, session.conn(), Arc::clone(&edge), Handler::SignalR(session)).run().await;
+            return;
+        }
         Err(refusal) => {
             let frame = codec::close_frame(refusal.code.code(), &refusal.reason);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
@@ -332,7 +384,8 @@ where
         }
     }
     tracing::debug!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
-    let connection = Connection::new(io, &prefix, conn, Arc::clone(&edge), session);
+    let session = Session::new(Arc::clone(&edge), Arc::clone(&conn), permissions);
+    let connection = Connection::new(io, &prefix, conn, Arc::clone(&edge), Handler::Native(session));
     drop(prefix);
     connection.run().await;
 }

@@ -1,0 +1,155 @@
+//! The SignalR upstream: a hub method call from a SignalR client, sent the way Azure SignalR
+//! Service sends it in serverless mode — the invocation message as the JSON body, the
+//! `X-ASRS-*` headers, and `X-ASRS-Signature` (`sha256=` HMAC of the connection id with each
+//! live access key) that the Azure Functions SignalR trigger checks. The answer is the
+//! caller's Completion: a Completion message (`{"type":3,"result":…}` or `"error"`), any
+//! other JSON as the result, an empty body as no result; a failure is a Completion error.
+//!
+//! The webhook URL may use Azure's upstream placeholders `{hub}`, `{category}`, `{event}`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use signalbox_core::{AppId, WebhookEvent, clock, ids};
+use signalbox_proto::signalr::RECORD_SEPARATOR;
+use signalbox_proto::wire::{ApiAnswer, ApiFailure, ApiFailureKind, ClientEventRequest};
+use signalbox_store::PageRequest;
+
+use super::blocking::log_blocking;
+use super::client::{Call, CallError};
+use super::signing;
+use crate::ApiState;
+use crate::cache::OpenWebhook;
+
+/// The access keys an upstream signature is made with: every live key of the app.
+const MAX_SIGNING_KEYS: u32 = 200;
+
+#[derive(Deserialize)]
+struct Completion<'a> {
+    #[serde(rename = "type")]
+    kind: Option<u64>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    error: Option<String>,
+}
+
+/// The app's live access keys as the Azure SDKs hold them: `{key_id}.{secret}`.
+async fn access_keys(state: &ApiState, app: &AppId) -> Vec<Vec<u8>> {
+    let Ok(page) = state.store.list_keys(app, &PageRequest::first(MAX_SIGNING_KEYS)).await else { return Vec::new() };
+    let mut keys = Vec::new();
+    for record in page.items.iter().filter(|k| k.revoked_at.is_none()) {
+        if let Ok(Some(key)) = state.cache.key(&state.store, &state.master_key, &record.id).await {
+            let mut access_key = record.id.as_str().as_bytes().to_vec();
+            access_key.push(b'.');
+            access_key.extend_from_slice(&key.secret);
+            keys.push(access_key);
+        }
+    }
+    keys
+}
+
+fn url_for(template: &str, hub: &str, event: &str) -> String {
+    template.replace("{hub}", hub).replace("{category}", "messages").replace("{event}", event)
+}
+
+fn failure(message: impl Into<String>) -> ApiAnswer {
+    ApiAnswer::Error(ApiFailure { kind: ApiFailureKind::UpstreamFailed as i32, message: message.into() })
+}
+
+/// What the upstream's answer means for the caller.
+fn completion_of(body: &[u8], max_answer_bytes: usize) -> ApiAnswer {
+    let body = body.strip_suffix(&[RECORD_SEPARATOR]).unwrap_or(body);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return ApiAnswer::EventReply(Bytes::new());
+    }
+    if body.len() > max_answer_bytes {
+        return failure("the upstream's answer is larger than the app's message limit");
+    }
+    match serde_json::from_slice::<Completion<'_>>(body) {
+        Ok(Completion { kind: Some(3), error: Some(error), .. }) => failure(error),
+        Ok(Completion { kind: Some(3), result, .. }) => {
+            ApiAnswer::EventReply(result.map_or_else(Bytes::new, |r| Bytes::from(r.get().to_owned())))
+        }
+        _ if serde_json::from_slice::<&RawValue>(body).is_ok() => ApiAnswer::EventReply(Bytes::copy_from_slice(body)),
+        _ => failure("the upstream's answer is not JSON"),
+    }
+}
+
+pub(super) async fn invoke(
+    state: &Arc<ApiState>,
+    app: &AppId,
+    webhook: &OpenWebhook,
+    request: ClientEventRequest,
+    max_answer_bytes: usize,
+) -> ApiAnswer {
+    let arguments = std::str::from_utf8(&request.data).ok().and_then(|a| RawValue::from_string(a.to_owned()).ok());
+    let Some(arguments) = arguments else { return failure("the arguments are not JSON") };
+    let mut message = serde_json::json!({"type": 1, "target": request.event, "arguments": arguments});
+    if let Some(id) = &request.invocation_id {
+        message["invocationId"] = serde_json::Value::String(id.clone());
+    }
+    let body = serde_json::to_vec(&message).unwrap_or_default();
+    let mut headers = vec![
+        ("x-asrs-connection-id", request.connection_id.clone()),
+        ("x-asrs-hub", request.hub.clone()),
+        ("x-asrs-category", "messages".to_owned()),
+        ("x-asrs-event", request.event.clone()),
+        ("x-asrs-signature", signing::asrs_signature(&access_keys(state, app).await, &request.connection_id)),
+    ];
+    if let Some(user) = &request.user {
+        headers.push(("x-asrs-user-id", user.clone()));
+    }
+    let url = url_for(&webhook.record.url, &request.hub, &request.event);
+    let id = ids::event_id();
+    let call = Call {
+        url: &url,
+        secrets: &webhook.secrets,
+        app,
+        kind: WebhookEvent::Event.cloud_event_type(),
+        id: &id,
+        time_millis: clock::unix_millis(),
+        subject: Some(&request.connection_id),
+        user: request.user.as_deref(),
+        body: &body,
+        timeout: super::blocking::clamp_timeout(request.timeout_ms),
+        extra_headers: &headers,
+    };
+    let result = state.webhook_client.call(&call).await;
+    log_blocking(state, webhook, &id, WebhookEvent::Event, &result);
+    match result {
+        Ok(answer) if answer.is_success() => completion_of(&answer.body, max_answer_bytes),
+        Ok(answer) => failure(format!("the upstream answered {}", answer.status)),
+        Err(CallError::Timeout(_)) => failure("the upstream did not answer in time"),
+        Err(err) => failure(format!("the upstream failed: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(answer: ApiAnswer) -> Result<Bytes, String> {
+        match answer {
+            ApiAnswer::EventReply(bytes) => Ok(bytes),
+            ApiAnswer::Error(failure) => Err(failure.message),
+            _ => Err("other".into()),
+        }
+    }
+
+    #[test]
+    fn answers_become_completions() {
+        assert_eq!(
+            result(completion_of(b"{\"type\":3,\"invocationId\":\"1\",\"result\":42}\x1e", 100)),
+            Ok(Bytes::from("42"))
+        );
+        assert_eq!(result(completion_of(b"{\"type\":3,\"invocationId\":\"1\"}", 100)), Ok(Bytes::new()));
+        assert_eq!(result(completion_of(b"{\"type\":3,\"error\":\"nope\"}", 100)), Err("nope".into()));
+        assert_eq!(result(completion_of(b"", 100)), Ok(Bytes::new()));
+        assert_eq!(result(completion_of(b"{\"a\":1}", 100)), Ok(Bytes::from("{\"a\":1}")));
+        assert!(result(completion_of(b"not json", 100)).is_err());
+        assert!(result(completion_of(b"[1,2,3]", 3)).is_err());
+        assert_eq!(url_for("http://f/{hub}/api/{category}/{event}", "chat", "send"), "http://f/chat/api/messages/send");
+    }
+}

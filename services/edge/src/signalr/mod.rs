@@ -1,0 +1,153 @@
+//! The SignalR adapter: ASP.NET Core SignalR clients (`@microsoft/signalr` and friends) on
+//! the same hub, routing plane and fan-out as native connections — a protocol adapter, not a
+//! second server.
+//!
+//! - `negotiate`: `POST /client/negotiate?hub=…` hands out a connection id and a connection
+//!   token (which binds the id to the app, hub and user);
+//! - `transport`: `/client/?hub=…&id=…` — a WebSocket upgrade, a Server-Sent Events stream,
+//!   long polls, sends (`POST`) and `DELETE`; HTTP requests that reach an edge other than the
+//!   one holding the connection are forwarded to it over the routing plane, so no sticky
+//!   sessions are needed;
+//! - `session`: the hub protocol's inbound side (handshake, records, hub method calls).
+//!
+//! A SignalR connection's id names no node: the edge holding it subscribes the connection's
+//! own subject, where its messages, control operations and forwarded requests arrive.
+
+mod negotiate;
+mod session;
+mod transport;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use parking_lot::Mutex;
+use signalbox_bus::{ReplyTo, SubscriptionId};
+use signalbox_core::token::TokenError;
+use signalbox_core::{ClientAction, ClientClaims, CloseCode, ConnectionId, UserId, signalr as tokens};
+use signalbox_proto::Subject;
+use signalbox_proto::signalr as records;
+
+use crate::EdgeState;
+use crate::auth::{self, AuthError, Authorized};
+use crate::conn::{Conn, ConnKey};
+use crate::directory::LookupError;
+use crate::outbox::CloseRequest;
+use crate::ws::Admitted;
+pub(crate) use session::SignalRSession;
+use transport::HttpConnection;
+
+/// The SignalR routes: `/client/negotiate` and `/client/`.
+pub(crate) fn routes() -> Router<Arc<EdgeState>> {
+    Router::new()
+        .route("/client/negotiate", post(negotiate::negotiate))
+        .route("/client/", get(transport::get).post(transport::send).delete(transport::delete))
+}
+
+/// The SignalR connections of this node that the edge must find by id or subject.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// Connections on an HTTP transport (Server-Sent Events, long polling), by id.
+    http: Mutex<HashMap<ConnectionId, Arc<HttpConnection>>>,
+    /// The subscription of each SignalR connection's own subject.
+    routes: Mutex<HashMap<ConnKey, (Subject, SubscriptionId)>>,
+}
+
+/// Starts an admitted SignalR connection: its groups and its own subject are subscribed
+/// before anything is sent, then the `connected` event goes out.
+pub(crate) async fn start(edge: &Arc<EdgeState>, admitted: Admitted) -> SignalRSession {
+    let Admitted { conn, groups, .. } = admitted;
+    let subject = edge.hub.config.subjects.connection(&conn.scope.app, &conn.id);
+    let interest = edge.hub.interest_for(&subject);
+    let subscribed = match interest.subscribe(subject.clone(), None).await {
+        Ok(id) => {
+            edge.signalr.routes.lock().insert(conn.key, (subject, id));
+            edge.hub.attach(&conn, &groups).await.map_err(|e| e.to_string())
+        }
+        Err(err) => Err(err.to_string()),
+    };
+    match subscribed {
+        Ok(()) => {
+            metrics::counter!("signalbox_connects_total").increment(1);
+            edge.events.connected(&conn);
+        }
+        Err(err) => {
+            tracing::warn!(connection = %conn.id, error = %err, "cannot attach a SignalR connection");
+            conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
+        }
+    }
+    let transport = conn.format.transport();
+    tracing::debug!(connection = %conn.id, app = %conn.scope.app, hub = %conn.scope.hub, transport, "SignalR connection open");
+    SignalRSession::new(Arc::clone(edge), conn)
+}
+
+/// Forgets a SignalR connection that is leaving: its subject, its HTTP transport.
+pub(crate) fn forget(edge: &EdgeState, conn: &Conn) {
+    if !conn.format.is_signalr() {
+        return;
+    }
+    if let Some((subject, id)) = edge.signalr.routes.lock().remove(&conn.key) {
+        edge.hub.interest_for(&subject).unsubscribe(id);
+    }
+    let mut http = edge.signalr.http.lock();
+    if http.get(&conn.id).is_some_and(|h| h.conn.key == conn.key) {
+        http.remove(&conn.id);
+    }
+}
+
+/// The Close message a SignalR client gets before the transport ends: whether it may
+/// reconnect follows the close code's action (a reconnect negotiates again, which asks the
+/// client's token factory for a fresh token).
+pub(crate) fn close_record(request: &CloseRequest) -> Vec<u8> {
+    let allow_reconnect = !matches!(request.code.action(), ClientAction::GiveUp);
+    let error = (request.code != CloseCode::Normal || !request.reason.is_empty())
+        .then(|| format!("{} ({})", request.reason, request.code.code()));
+    records::encode_close(error.as_deref(), allow_reconnect)
+}
+
+/// A forwarded HTTP transport request for a connection this node holds.
+pub(crate) fn answer_forwarded(
+    edge: &Arc<EdgeState>,
+    reply: Option<ReplyTo>,
+    request: signalbox_proto::wire::TransportRequest,
+) {
+    tokio::spawn(transport::answer_forwarded(Arc::clone(edge), reply, request));
+}
+
+/// Checks a SignalR client's access token: a Signalbox client token (it has an `app` claim),
+/// or an Azure SignalR-style token (`kid` = a key id, signed with `{key_id}.{secret}`, `aud` =
+/// the client URL).
+pub(crate) async fn authenticate(edge: &EdgeState, token: Option<&str>) -> Result<Authorized, AuthError> {
+    let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+    if tokens::has_app_claim(token) {
+        return auth::authenticate(&edge.directory, Some(token)).await;
+    }
+    let key_id = tokens::peek_key_id(token)?;
+    let key = edge.directory.key_of_any_app(&key_id).await.map_err(|e| match e {
+        LookupError::NotFound => AuthError::Token(TokenError::UnknownKey),
+        LookupError::Unavailable => AuthError::Unavailable,
+    })?;
+    if key.revoked {
+        return Err(TokenError::KeyRevoked.into());
+    }
+    let mut access_key = key_id.as_str().as_bytes().to_vec();
+    access_key.push(b'.');
+    access_key.extend_from_slice(&key.secret);
+    let azure = tokens::verify_azure(token, &access_key, "/client")?;
+    let sub = azure
+        .user()
+        .map(UserId::new)
+        .transpose()
+        .map_err(|e| AuthError::Token(TokenError::InvalidClaims(e.to_string())))?;
+    let claims = ClientClaims {
+        sub,
+        exp: azure.exp,
+        iat: None,
+        app: key.app.clone(),
+        groups: Vec::new(),
+        permissions: Vec::new(),
+        info: None,
+    };
+    Ok(Authorized { claims, key_id, key })
+}

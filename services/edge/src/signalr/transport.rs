@@ -1,0 +1,592 @@
+//! `/client/?hub=…&id=…`: the three SignalR transports.
+//!
+//! - `GET` with a WebSocket upgrade: the connection runs like a native one, with the SignalR
+//!   session reading its frames;
+//! - `GET` with `Accept: text/event-stream`: Server-Sent Events carry what the server sends;
+//!   the client sends with `POST`;
+//! - any other `GET`: a long poll. The first poll opens the connection and returns at once;
+//!   later ones wait up to [`POLL_TIMEOUT`] for messages (`200`, empty on timeout), a newer
+//!   poll ends the waiting one with `204`, and a poll after the connection ended gets `204`.
+//! - `POST`: messages from the client (`200`); a second `POST` while one is in progress gets
+//!   `409`; an unknown or ended connection `404`.
+//! - `DELETE`: the client ends a long-polling connection (`202`).
+//!
+//! An HTTP request for a connection another edge holds is forwarded to it on the
+//! connection's subject and answered with that edge's answer.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use serde::Deserialize;
+use signalbox_bus::{BusError, ReplyTo};
+use signalbox_core::signalr::verify_connection_token;
+use signalbox_core::{CloseCode, ConnectionId, Scope, token};
+use signalbox_proto::wire::{self, Body, TransportKind, TransportReply, TransportRequest};
+
+use super::negotiate::{access_token, auth_failure, hub_of};
+use super::{SignalRSession, authenticate, close_record, forget, start};
+use crate::EdgeState;
+use crate::auth::Authorized;
+use crate::conn::{Conn, WireFormat};
+use crate::outbox::{CloseRequest, Taken};
+use crate::problem::problem;
+use crate::ws::{self, Admission, Handshake, Started};
+
+/// How long a long poll waits for something to send.
+pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(20);
+/// A long-polling connection with no poll for this long is gone.
+const POLL_ABANDONED_SECS: u32 = 30;
+/// How often long-polling connections are checked for abandonment.
+const REAP_EVERY: Duration = Duration::from_secs(5);
+/// How long a forwarded send may take (it waits for the upstream's answers).
+const SEND_FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TransportQuery {
+    hub: Option<String>,
+    id: Option<String>,
+    access_token: Option<String>,
+}
+
+/// A SignalR connection on an HTTP transport.
+#[derive(Debug)]
+pub(crate) struct HttpConnection {
+    pub(super) conn: Arc<Conn>,
+    session: tokio::sync::Mutex<SignalRSession>,
+    /// Bumped by every poll: a waiting poll that sees a newer one ends with `204`.
+    polls: tokio::sync::watch::Sender<u64>,
+    /// Polls in progress, and when the last one started or ended (hub seconds).
+    polling: AtomicU32,
+    last_poll: AtomicU32,
+    /// The Close message went out: the next poll ends the connection.
+    close_sent: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl HttpConnection {
+    fn new(edge: &EdgeState, session: SignalRSession) -> Arc<Self> {
+        let conn = session.conn();
+        Arc::new(Self {
+            conn,
+            session: tokio::sync::Mutex::new(session),
+            polls: tokio::sync::watch::Sender::new(0),
+            polling: AtomicU32::new(0),
+            last_poll: AtomicU32::new(edge.hub.now_secs()),
+            close_sent: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    fn touch(&self, edge: &EdgeState) {
+        let now = edge.hub.now_secs();
+        self.last_poll.store(now, Ordering::Relaxed);
+        self.conn.touch(now);
+    }
+}
+
+/// Ends an HTTP-transport connection once: the `disconnected` event, then it leaves the hub.
+fn finish(edge: &EdgeState, http: &HttpConnection, code: CloseCode, reason: &str) {
+    if http.finished.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    http.conn.close(CloseRequest::new(code, reason.to_owned()));
+    http.polls.send_modify(|n| *n += 1);
+    edge.events.disconnected(&http.conn, code.code(), reason);
+    forget(edge, &http.conn);
+    edge.hub.detach(&http.conn);
+    metrics::counter!("signalbox_disconnects_total", "code" => code.code().to_string()).increment(1);
+    tracing::debug!(connection = %http.conn.id, code = code.code(), reason, "SignalR connection closed");
+}
+
+/// The connection a transport request names, once its tokens are checked.
+struct Addressed {
+    authorized: Authorized,
+    scope: Scope,
+    id: ConnectionId,
+}
+
+fn no_connection() -> Response {
+    (StatusCode::NOT_FOUND, "No Connection with that ID").into_response()
+}
+
+/// Checks the access token and the connection token (`id`), which must agree on the app,
+/// hub and user.
+async fn address(edge: &EdgeState, query: &TransportQuery, headers: &HeaderMap) -> Result<Addressed, Box<Response>> {
+    let hub = hub_of(query.hub.as_deref())?;
+    let raw_id = query.id.as_deref().ok_or_else(|| {
+        Box::new(problem(StatusCode::BAD_REQUEST, "missing-id", "the `id` query parameter is required"))
+    })?;
+    let authorized = authenticate(edge, access_token(headers, query.access_token.as_deref()))
+        .await
+        .map_err(|err| Box::new(auth_failure(&err)))?;
+    let app = authorized.key.app.clone();
+    let user = authorized.claims.sub.as_ref().map(ToString::to_string);
+    let id = if raw_id.contains('.') {
+        // negotiateVersion 1: a connection token, signed by the key named in it.
+        let unknown = |_| Box::new(no_connection());
+        let header = token::peek(raw_id).map_err(unknown)?;
+        let key = edge.directory.key(&header.app, &header.key_id).await.map_err(|_| Box::new(no_connection()))?;
+        let claims = verify_connection_token(raw_id, &key.secret).map_err(unknown)?;
+        if claims.app != app || claims.hub != hub.as_str() || claims.sub != user {
+            let detail = "the connection token was issued to another app, hub or user";
+            return Err(Box::new(problem(StatusCode::FORBIDDEN, "wrong-connection", detail)));
+        }
+        claims.cid
+    } else {
+        // negotiateVersion 0: the bare id; the holding edge checks the user.
+        ConnectionId::new(raw_id).ok().filter(ConnectionId::is_signalr).ok_or_else(|| Box::new(no_connection()))?
+    };
+    Ok(Addressed { authorized, scope: Scope { app, hub }, id })
+}
+
+fn local(edge: &EdgeState, addressed: &Addressed) -> Option<Arc<HttpConnection>> {
+    edge.signalr.http.lock().get(&addressed.id).filter(|h| h.conn.scope == addressed.scope).cloned()
+}
+
+fn reply(status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    response
+}
+
+fn same_user(http: &HttpConnection, user: Option<&str>) -> bool {
+    http.conn.user.as_ref().map(|u| u.as_str()) == user
+}
+
+/// Admits a connection on `format` (limits, `connect` webhook, groups).
+async fn open(
+    edge: &Arc<EdgeState>,
+    addressed: Addressed,
+    format: WireFormat,
+    handshake: &Handshake,
+) -> Result<crate::ws::Admitted, CloseRequest> {
+    let Addressed { authorized, scope, id } = addressed;
+    ws::admit(edge, authorized, Admission { scope, id, format, wanted: Vec::new(), handshake }).await
+}
+
+/// A refused connection over HTTP: the reason, with the status a SignalR client reads.
+fn refusal(request: &CloseRequest) -> Response {
+    let status = match request.code {
+        CloseCode::TryAgainLater | CloseCode::ConnectionLimit | CloseCode::ConnectWebhookFailed => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::FORBIDDEN,
+    };
+    problem(status, "connection-refused", &request.reason)
+}
+
+/// `GET /client/?hub=…&id=…`: a WebSocket, an event stream or a long poll.
+pub(crate) async fn get(
+    State(edge): State<Arc<EdgeState>>,
+    Query(query): Query<TransportQuery>,
+    method: Method,
+    headers: HeaderMap,
+    mut request: axum::extract::Request,
+) -> Response {
+    let handshake = Handshake::of(&request, &headers);
+    let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    drop(request);
+    let addressed = match address(&edge, &query, &headers).await {
+        Ok(addressed) => addressed,
+        Err(response) => return *response,
+    };
+    if headers.contains_key(header::UPGRADE) {
+        let accept = match ws::check_handshake(&method, &headers) {
+            Ok(accept) => accept,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let Some(on_upgrade) = on_upgrade else {
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "upgrade-unavailable", "cannot upgrade");
+        };
+        if edge.draining() {
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
+        }
+        if edge.hub.connection(addressed.id.as_str()).is_some() {
+            return problem(StatusCode::CONFLICT, "connection-in-use", "this connection already has a transport");
+        }
+        let admitted = open(&edge, addressed, WireFormat::SignalRWebSocket, &handshake).await;
+        return ws::accept_upgrade(edge, on_upgrade, accept, false, admitted.map(Started::SignalR));
+    }
+    let wants_events = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if wants_events {
+        return event_stream(edge, addressed, &handshake).await;
+    }
+    if let Some(http) = local(&edge, &addressed) {
+        if !same_user(&http, addressed.authorized.claims.sub.as_ref().map(|u| u.as_str())) {
+            return no_connection();
+        }
+        let (status, body) = poll(&edge, &http).await;
+        return reply(status, body);
+    }
+    match forward(&edge, &addressed, TransportKind::Poll, Bytes::new()).await {
+        Forwarded::Answered(response) => response,
+        Forwarded::NoOne => start_long_polling(edge, addressed, &handshake).await,
+    }
+}
+
+/// The first long poll: opens the connection here and returns at once.
+async fn start_long_polling(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Handshake) -> Response {
+    if edge.draining() {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
+    }
+    let admitted = match open(&edge, addressed, WireFormat::SignalRLongPolling, handshake).await {
+        Ok(admitted) => admitted,
+        Err(request) => return refusal(&request),
+    };
+    let http = register(&edge, start(&edge, admitted).await);
+    tokio::spawn(reap(Arc::clone(&edge), http));
+    reply(StatusCode::OK, Bytes::new())
+}
+
+fn register(edge: &EdgeState, session: SignalRSession) -> Arc<HttpConnection> {
+    let http = HttpConnection::new(edge, session);
+    edge.signalr.http.lock().insert(http.conn.id.clone(), Arc::clone(&http));
+    http
+}
+
+/// Ends long-polling connections whose client stopped polling.
+async fn reap(edge: Arc<EdgeState>, http: Arc<HttpConnection>) {
+    loop {
+        tokio::time::sleep(REAP_EVERY).await;
+        if http.finished.load(Ordering::Acquire) {
+            return;
+        }
+        if http.polling.load(Ordering::Acquire) > 0 {
+            continue;
+        }
+        let idle = edge.hub.now_secs().saturating_sub(http.last_poll.load(Ordering::Relaxed));
+        let closing = http.conn.outbox.close_request();
+        if let Some(request) = closing.filter(|_| idle >= REAP_EVERY.as_secs() as u32) {
+            finish(&edge, &http, request.code, &request.reason);
+        } else if idle >= POLL_ABANDONED_SECS {
+            finish(&edge, &http, CloseCode::HeartbeatTimeout, "the client stopped polling");
+        }
+    }
+}
+
+/// One long poll on the connection this node holds.
+async fn poll(edge: &EdgeState, http: &HttpConnection) -> (StatusCode, Bytes) {
+    if http.conn.format != WireFormat::SignalRLongPolling {
+        return (StatusCode::BAD_REQUEST, Bytes::from_static(b"Cannot change transports mid-connection"));
+    }
+    let mut generation = 0;
+    http.polls.send_modify(|n| {
+        *n += 1;
+        generation = *n;
+    });
+    let mut newer = http.polls.subscribe();
+    http.polling.fetch_add(1, Ordering::AcqRel);
+    http.touch(edge);
+    let deadline = tokio::time::sleep(POLL_TIMEOUT);
+    tokio::pin!(deadline);
+    let answer = loop {
+        if http.finished.load(Ordering::Acquire) {
+            break (StatusCode::NO_CONTENT, Bytes::new());
+        }
+        let taken = poll_fn(|cx| {
+            let mut frames = VecDeque::new();
+            http.conn.outbox.poll_take(cx, &mut frames).map(|taken| (taken, frames))
+        });
+        tokio::select! {
+            (taken, frames) = taken => match taken {
+                Taken::Frames => break (StatusCode::OK, concat(frames)),
+                // Ended by the client (`DELETE`): nothing more to say.
+                Taken::Close(_) if http.finished.load(Ordering::Acquire) => {
+                    break (StatusCode::NO_CONTENT, Bytes::new());
+                }
+                Taken::Close(request) => {
+                    if !http.close_sent.swap(true, Ordering::AcqRel) {
+                        break (StatusCode::OK, Bytes::from(close_record(&request)));
+                    }
+                    finish(edge, http, request.code, &request.reason);
+                    break (StatusCode::NO_CONTENT, Bytes::new());
+                }
+            },
+            changed = newer.changed() => {
+                if changed.is_err() || *newer.borrow_and_update() != generation {
+                    break (StatusCode::NO_CONTENT, Bytes::new());
+                }
+            }
+            () = &mut deadline => break (StatusCode::OK, Bytes::new()),
+        }
+    };
+    http.polling.fetch_sub(1, Ordering::AcqRel);
+    http.touch(edge);
+    answer
+}
+
+fn concat(frames: VecDeque<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.into_iter().next().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for frame in frames {
+        out.put_slice(&frame);
+    }
+    out.freeze()
+}
+
+/// `POST /client/?hub=…&id=…`: messages from the client.
+pub(crate) async fn send(
+    State(edge): State<Arc<EdgeState>>,
+    Query(query): Query<TransportQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let addressed = match address(&edge, &query, &headers).await {
+        Ok(addressed) => addressed,
+        Err(response) => return *response,
+    };
+    if let Some(http) = local(&edge, &addressed) {
+        let user = addressed.authorized.claims.sub.as_ref().map(|u| u.as_str());
+        let (status, body) = deliver_send(&edge, &http, user, &body).await;
+        return reply(status, body);
+    }
+    if edge.hub.connection(addressed.id.as_str()).is_some() {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::from_static(b"POST requests are not allowed for WebSocket connections."),
+        );
+    }
+    match forward(&edge, &addressed, TransportKind::Send, body).await {
+        Forwarded::Answered(response) => response,
+        Forwarded::NoOne => no_connection(),
+    }
+}
+
+async fn deliver_send(edge: &EdgeState, http: &HttpConnection, user: Option<&str>, body: &[u8]) -> (StatusCode, Bytes) {
+    if !same_user(http, user) || http.finished.load(Ordering::Acquire) || http.conn.outbox.is_closing() {
+        return (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID"));
+    }
+    let Ok(mut session) = http.session.try_lock() else {
+        return (StatusCode::CONFLICT, Bytes::from_static(b"Another send request is in progress."));
+    };
+    http.conn.touch(edge.hub.now_secs());
+    if let Some(calls) = session.on_data(body) {
+        calls.await;
+    }
+    (StatusCode::OK, Bytes::new())
+}
+
+/// `DELETE /client/?hub=…&id=…`: the client ends its long-polling connection.
+pub(crate) async fn delete(
+    State(edge): State<Arc<EdgeState>>,
+    Query(query): Query<TransportQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let addressed = match address(&edge, &query, &headers).await {
+        Ok(addressed) => addressed,
+        Err(response) => return *response,
+    };
+    if let Some(http) = local(&edge, &addressed) {
+        let user = addressed.authorized.claims.sub.as_ref().map(|u| u.as_str());
+        let (status, body) = deliver_delete(&edge, &http, user);
+        return reply(status, body);
+    }
+    if edge.hub.connection(addressed.id.as_str()).is_some() {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"Cannot terminate this connection using the DELETE endpoint."),
+        );
+    }
+    match forward(&edge, &addressed, TransportKind::Delete, Bytes::new()).await {
+        Forwarded::Answered(response) => response,
+        Forwarded::NoOne => no_connection(),
+    }
+}
+
+fn deliver_delete(edge: &EdgeState, http: &HttpConnection, user: Option<&str>) -> (StatusCode, Bytes) {
+    if !same_user(http, user) {
+        return (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID"));
+    }
+    if http.conn.format != WireFormat::SignalRLongPolling {
+        return (
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"Cannot terminate this connection using the DELETE endpoint."),
+        );
+    }
+    finish(edge, http, CloseCode::Normal, "the client ended the connection");
+    (StatusCode::ACCEPTED, Bytes::new())
+}
+
+enum Forwarded {
+    Answered(Response),
+    /// No edge holds the connection.
+    NoOne,
+}
+
+/// Sends an HTTP transport request to the edge holding the connection.
+async fn forward(edge: &EdgeState, addressed: &Addressed, kind: TransportKind, body: Bytes) -> Forwarded {
+    let subject = edge.hub.config.subjects.connection(&addressed.scope.app, &addressed.id);
+    let request = TransportRequest {
+        app: addressed.scope.app.to_string(),
+        connection: addressed.id.to_string(),
+        kind: kind as i32,
+        body,
+        user: addressed.authorized.claims.sub.as_ref().map(ToString::to_string),
+    };
+    let timeout = match kind {
+        TransportKind::Poll => POLL_TIMEOUT + Duration::from_secs(5),
+        TransportKind::Send => SEND_FORWARD_TIMEOUT,
+        TransportKind::Delete => edge.hub.config.api_timeout,
+    };
+    match edge.hub.bus.request(subject, wire::encode(Body::Transport(request)), timeout).await {
+        Ok(answer) => match wire::decode(answer) {
+            Ok(Body::TransportReply(TransportReply { status, body })) => {
+                let status = u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok());
+                Forwarded::Answered(reply(status.unwrap_or(StatusCode::BAD_GATEWAY), body))
+            }
+            _ => Forwarded::Answered(problem(
+                StatusCode::BAD_GATEWAY,
+                "bad-forward",
+                "the edge holding the connection answered unreadably",
+            )),
+        },
+        Err(BusError::NoResponders) => Forwarded::NoOne,
+        Err(err) => {
+            tracing::warn!(connection = %addressed.id, error = %err, "cannot forward a SignalR transport request");
+            Forwarded::Answered(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "cannot reach the connection right now; retry",
+            ))
+        }
+    }
+}
+
+/// Answers a request another edge forwarded for a connection held here.
+pub(super) async fn answer_forwarded(edge: Arc<EdgeState>, reply_to: Option<ReplyTo>, request: TransportRequest) {
+    let Some(reply_to) = reply_to else { return };
+    let http = edge
+        .signalr
+        .http
+        .lock()
+        .get(request.connection.as_str())
+        .filter(|h| h.conn.scope.app.as_str() == request.app)
+        .cloned();
+    let (status, body) = match http {
+        None => (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID")),
+        Some(http) => {
+            let user = request.user.as_deref();
+            match TransportKind::try_from(request.kind) {
+                Ok(TransportKind::Poll) if same_user(&http, user) => poll(&edge, &http).await,
+                Ok(TransportKind::Poll) => (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID")),
+                Ok(TransportKind::Send) => deliver_send(&edge, &http, user, &request.body).await,
+                Ok(TransportKind::Delete) => deliver_delete(&edge, &http, user),
+                Err(_) => (StatusCode::BAD_REQUEST, Bytes::new()),
+            }
+        }
+    };
+    let answer = TransportReply { status: u32::from(status.as_u16()), body };
+    if let Err(err) = reply_to.send(wire::encode(Body::TransportReply(answer))).await {
+        tracing::debug!(error = %err, "could not answer a forwarded SignalR request");
+    }
+}
+
+/// `GET` with `Accept: text/event-stream`: opens the connection here and streams to it.
+async fn event_stream(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Handshake) -> Response {
+    if edge.draining() {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
+    }
+    if edge.hub.connection(addressed.id.as_str()).is_some() {
+        return problem(StatusCode::CONFLICT, "connection-in-use", "this connection already has a transport");
+    }
+    let admitted = match open(&edge, addressed, WireFormat::SignalRServerSentEvents, handshake).await {
+        Ok(admitted) => admitted,
+        Err(request) => return refusal(&request),
+    };
+    let http = register(&edge, start(&edge, admitted).await);
+    let stream = EventStream { edge, http, started: false, done: false };
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies such as nginx must not buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The body of a Server-Sent Events response: what the connection's outbox holds, as
+/// `data:` lines. Dropped when the client goes away, which ends the connection.
+struct EventStream {
+    edge: Arc<EdgeState>,
+    http: Arc<HttpConnection>,
+    started: bool,
+    done: bool,
+}
+
+/// Appends one event carrying `payload` (each line of it a `data:` line).
+fn push_event(out: &mut BytesMut, payload: &[u8]) {
+    for line in payload.split(|&b| b == b'\n' || b == b'\r') {
+        out.put_slice(b"data: ");
+        out.put_slice(line);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+impl futures_util::Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if !self.started {
+            // A comment first: some browsers fire `open` only once something arrived.
+            self.started = true;
+            return Poll::Ready(Some(Ok(Bytes::from_static(b":\r\n\r\n"))));
+        }
+        let mut frames = VecDeque::new();
+        match self.http.conn.outbox.poll_take(cx, &mut frames) {
+            Poll::Ready(Taken::Frames) => {
+                let mut out = BytesMut::with_capacity(frames.iter().map(|f| f.len() + 16).sum());
+                push_event(&mut out, &concat(frames));
+                Poll::Ready(Some(Ok(out.freeze())))
+            }
+            Poll::Ready(Taken::Close(request)) => {
+                self.done = true;
+                finish(&self.edge, &self.http, request.code, &request.reason);
+                let mut out = BytesMut::new();
+                push_event(&mut out, &close_record(&request));
+                Poll::Ready(Some(Ok(out.freeze())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if !self.done {
+            finish(&self.edge, &self.http, CloseCode::GoingAway, "the client closed the event stream");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_put_every_line_in_a_data_field() {
+        let mut out = BytesMut::new();
+        push_event(&mut out, b"{\"a\":\n1}\x1e");
+        assert_eq!(&out[..], b"data: {\"a\":\r\ndata: 1}\x1e\r\n\r\n");
+    }
+}

@@ -1,0 +1,75 @@
+//! The SignalR adapter's HTTP transports across a cluster without sticky sessions: a
+//! long-polling connection opened on one edge is polled, sent to and ended through another,
+//! and REST reaches it by its node-less id. (The real `@microsoft/signalr` client is tested in
+//! `tests/signalr`, run by scripts/test.sh.)
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use signalbox_sdk::server::Message;
+use signalbox_tests::cluster::Cluster;
+use signalbox_tests::within;
+
+const RS: char = '\u{1e}';
+
+async fn negotiate(edge: &str, token: &str) -> (String, String) {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{edge}/client/negotiate?hub=chat&negotiateVersion=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("negotiate")
+        .json()
+        .await
+        .expect("json");
+    let id = body["connectionId"].as_str().expect("connectionId").to_owned();
+    assert!(!id.contains('_'), "a SignalR connection id names no node: {id}");
+    (id, body["connectionToken"].as_str().expect("connectionToken").to_owned())
+}
+
+#[tokio::test]
+async fn long_polling_works_through_any_edge() {
+    let cluster = Cluster::start(2).await;
+    let app = cluster.app().await;
+    let token = app.token(Some("lena"), &[], &[]).await;
+    let (a, b) = (cluster.edges[0].http_url(), cluster.edges[1].http_url());
+    let http = reqwest::Client::new();
+    let (id, connection_token) = negotiate(&a, &token).await;
+    let url = |edge: &str| format!("{edge}/client/?hub=chat&id={}", urlencode(&connection_token));
+
+    // The first poll opens the connection on edge A.
+    let opened = http.get(url(&a)).bearer_auth(&token).send().await.expect("poll");
+    assert_eq!(opened.status(), StatusCode::OK);
+    // The handshake goes to edge B, which forwards it to A; B's poll gets A's answer.
+    let sent = http.post(url(&b)).bearer_auth(&token).body(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}"));
+    assert_eq!(sent.send().await.expect("send").status(), StatusCode::OK);
+    let answer = http.get(url(&b)).bearer_auth(&token).send().await.expect("poll");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.expect("body"), format!("{{}}{RS}"));
+
+    // REST reaches the connection by its id, and a poll on B delivers it as an Invocation.
+    let waiting = tokio::spawn({
+        let (http, url, token) = (http.clone(), url(&b), token.clone());
+        async move { http.get(url).bearer_auth(token).send().await.expect("poll").text().await.expect("body") }
+    });
+    app.backend.send_to_connection(&app.id, &id, &Message::new("hello", json!(["from", "rest"]))).await.expect("send");
+    let invocation = within("the poll to deliver", waiting).await.expect("poll task");
+    let invocation: Value = serde_json::from_str(invocation.trim_end_matches(RS)).expect("one record");
+    assert_eq!(invocation, json!({"type": 1, "target": "hello", "arguments": ["from", "rest"]}));
+
+    // Ended through B; A no longer has it.
+    let deleted = http.delete(url(&b)).bearer_auth(&token).send().await.expect("delete");
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    let late = http.post(url(&a)).bearer_auth(&token).body(format!("{{\"type\":6}}{RS}")).send().await.expect("send");
+    assert_eq!(late.status(), StatusCode::NOT_FOUND);
+    let gone = app.backend.send_to_connection(&app.id, &id, &Message::new("x", json!(1))).await;
+    assert!(gone.is_ok(), "publishing to a gone connection is accepted and goes nowhere (at most once)");
+}
+
+fn urlencode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
