@@ -9,6 +9,7 @@ import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
 
 import signalr from "@microsoft/signalr";
+import msgpack from "@microsoft/signalr-protocol-msgpack";
 import WebSocket from "ws";
 
 import { Signalbox, createApp, eventually, withDeadline } from "../../sdk/js/test/support/signalbox.mjs";
@@ -188,6 +189,36 @@ describe("each transport", () => {
   }
 });
 
+describe("MessagePack", () => {
+  for (const [name, transport] of [transports[0], transports[2]]) {
+    test(`${name}: REST messages arrive and hub methods are answered`, async () => {
+      const connection = new HubConnectionBuilder()
+        .withUrl(`${server.url}/client/?hub=chat`, {
+          transport,
+          accessTokenFactory: () => appClient.signToken({ userId: `packed-${transport}` }),
+        })
+        .withHubProtocol(new msgpack.MessagePackHubProtocol())
+        .configureLogging(LogLevel.None)
+        .build();
+      await connection.start();
+      try {
+        const received = nextInvocation(connection, "packed");
+        const response = await azureRest("POST", `/api/hubs/chat/users/packed-${transport}/:send`, {
+          target: "packed",
+          arguments: ["text", 3, 2.5, true, null, [1, 2], { nested: { deep: "yes" } }],
+        });
+        assert.equal(response.status, 202);
+        assert.deepEqual(await received, ["text", 3, 2.5, true, null, [1, 2], { nested: { deep: "yes" } }]);
+        const result = await connection.invoke("echo", "binary?", new Uint8Array([1, 2, 3]));
+        assert.deepEqual(result, { echoed: ["binary?", "AQID"], user: `packed-${transport}` });
+        await assert.rejects(connection.invoke("fail"), /upstream answered 500/);
+      } finally {
+        await connection.stop();
+      }
+    });
+  }
+});
+
 test("a user added to a group through REST (with a ttl) gets the group's messages, and leaves", async () => {
   const connection = hubConnection(HttpTransportType.WebSockets, () => appClient.signToken({ userId: "carol" }));
   await connection.start();
@@ -269,8 +300,12 @@ describe("bad input", () => {
     const body = await response.json();
     assert.equal(body.negotiateVersion, 1);
     assert.deepEqual(
-      body.availableTransports.map((t) => t.transport),
-      ["WebSockets", "ServerSentEvents", "LongPolling"],
+      body.availableTransports.map((t) => [t.transport, t.transferFormats]),
+      [
+        ["WebSockets", ["Text", "Binary"]],
+        ["ServerSentEvents", ["Text"]],
+        ["LongPolling", ["Text", "Binary"]],
+      ],
     );
     return body;
   }
@@ -294,7 +329,7 @@ describe("bad input", () => {
   test("a wrong protocol or version gets a handshake error and the connection ends", async () => {
     const token = appClient.signToken({ userId: "mallory" });
     for (const [handshake, error] of [
-      [{ protocol: "messagepack", version: 1 }, /protocol 'messagepack' is not supported/],
+      [{ protocol: "blobpack", version: 1 }, /protocol 'blobpack' is not supported/],
       [{ protocol: "json", version: 9 }, /version 9 is not supported/],
     ]) {
       const { connectionToken } = await negotiate(token);
@@ -371,6 +406,40 @@ describe("bad input", () => {
     // Another user's token cannot use the connection token.
     const other = appClient.signToken({ userId: "eve" });
     assert.equal((await fetch(url, { headers: { authorization: `Bearer ${other}` } })).status, 403);
+  });
+
+  test("negotiateVersion 0: the connection id is the id, bound to the user", async () => {
+    const token = appClient.signToken({ userId: "vera" });
+    const negotiated = await fetch(`${server.url}/client/negotiate?hub=chat`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+    }).then((r) => r.json());
+    assert.equal(negotiated.negotiateVersion, 0);
+    assert.equal(negotiated.connectionToken, undefined);
+    const url = `${server.url}/client/?hub=chat&id=${negotiated.connectionId}`;
+    const auth = { authorization: `Bearer ${token}` };
+    assert.equal((await fetch(url, { headers: auth })).status, 200);
+    await fetch(url, { method: "POST", headers: auth, body: `{"protocol":"json","version":1}${RS}` });
+    assert.equal(await (await fetch(url, { headers: auth })).text(), `{}${RS}`);
+    const other = appClient.signToken({ userId: "walt" });
+    const stolen = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${other}` }, body: "x" });
+    assert.equal(stolen.status, 404, "another user cannot use a bare id");
+    assert.equal((await fetch(url, { method: "DELETE", headers: auth })).status, 202);
+  });
+
+  test("negotiate without a hub or a token, and an unknown route, are refused", async () => {
+    const token = appClient.signToken({ userId: "x" });
+    const noHub = await fetch(`${server.url}/client/negotiate`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+    assert.equal(noHub.status, 400);
+    const badHub = await fetch(`${server.url}/client/negotiate?hub=_`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+    assert.equal(badHub.status, 400);
+    assert.equal((await fetch(`${server.url}/client/negotiate?hub=chat`, { method: "POST" })).status, 401);
+    const garbage = await fetch(`${server.url}/client/negotiate?hub=chat`, { method: "POST", headers: { authorization: "Bearer a.b.c" } });
+    assert.equal(garbage.status, 401);
+    const noId = await fetch(`${server.url}/client/?hub=chat`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(noId.status, 400);
+    const forged = await fetch(`${server.url}/client/?hub=chat&id=${"a".repeat(22)}.x.y`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(forged.status, 404);
   });
 
   test("REST: a wrong key, a wrong audience, an expired token and a non-array arguments are refused", async () => {

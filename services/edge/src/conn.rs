@@ -2,11 +2,12 @@
 //! protocol and transport behind it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use signalbox_core::{AppSettings, ConnectionId, GroupName, KeyId, Scope, UserId, WebhookEvents};
+use signalbox_proto::signalr::HubProtocol;
 
 use crate::outbox::{CloseRequest, Outbox, Pushed};
 use crate::recoveries::Recoveries;
@@ -24,21 +25,31 @@ pub(crate) enum WireFormat {
     NativeJsonWebSocket,
     /// SignalR JSON hub protocol records in WebSocket text frames.
     SignalRWebSocket,
+    /// SignalR MessagePack messages in WebSocket binary frames.
+    SignalRMsgPackWebSocket,
     /// SignalR records as they are: Server-Sent Events frame them when writing.
     SignalRServerSentEvents,
     /// SignalR records as they are: a poll answers with the records queued.
     SignalRLongPolling,
+    /// SignalR MessagePack messages as they are, for long polls.
+    SignalRMsgPackLongPolling,
 }
 
 impl WireFormat {
-    pub(crate) const COUNT: usize = 4;
+    pub(crate) const COUNT: usize = 6;
 
     pub(crate) fn index(self) -> usize {
-        match self {
-            Self::NativeJsonWebSocket => 0,
-            Self::SignalRWebSocket => 1,
-            Self::SignalRServerSentEvents => 2,
-            Self::SignalRLongPolling => 3,
+        self as usize
+    }
+
+    fn from_index(index: u8) -> Self {
+        match index {
+            1 => Self::SignalRWebSocket,
+            2 => Self::SignalRMsgPackWebSocket,
+            3 => Self::SignalRServerSentEvents,
+            4 => Self::SignalRLongPolling,
+            5 => Self::SignalRMsgPackLongPolling,
+            _ => Self::NativeJsonWebSocket,
         }
     }
 
@@ -46,27 +57,81 @@ impl WireFormat {
         !matches!(self, Self::NativeJsonWebSocket)
     }
 
+    pub(crate) fn is_long_polling(self) -> bool {
+        matches!(self, Self::SignalRLongPolling | Self::SignalRMsgPackLongPolling)
+    }
+
+    /// The SignalR hub protocol of this format (JSON for the native one, which never asks).
+    pub(crate) fn hub_protocol(self) -> HubProtocol {
+        match self {
+            Self::SignalRMsgPackWebSocket | Self::SignalRMsgPackLongPolling => HubProtocol::MessagePack,
+            _ => HubProtocol::Json,
+        }
+    }
+
+    /// The same transport with another SignalR hub protocol; `None` where the transport cannot
+    /// carry it (MessagePack is binary: not over Server-Sent Events).
+    pub(crate) fn with_hub_protocol(self, protocol: HubProtocol) -> Option<Self> {
+        match (self, protocol) {
+            (Self::SignalRWebSocket | Self::SignalRMsgPackWebSocket, HubProtocol::Json) => Some(Self::SignalRWebSocket),
+            (Self::SignalRWebSocket | Self::SignalRMsgPackWebSocket, HubProtocol::MessagePack) => {
+                Some(Self::SignalRMsgPackWebSocket)
+            }
+            (Self::SignalRLongPolling | Self::SignalRMsgPackLongPolling, HubProtocol::Json) => {
+                Some(Self::SignalRLongPolling)
+            }
+            (Self::SignalRLongPolling | Self::SignalRMsgPackLongPolling, HubProtocol::MessagePack) => {
+                Some(Self::SignalRMsgPackLongPolling)
+            }
+            (Self::SignalRServerSentEvents, HubProtocol::Json) => Some(self),
+            _ => None,
+        }
+    }
+
     /// Wraps one protocol payload in this format's transport framing.
     pub(crate) fn frame(self, payload: &[u8]) -> Bytes {
         match self {
             Self::NativeJsonWebSocket | Self::SignalRWebSocket => codec::text_frame(payload),
-            Self::SignalRServerSentEvents | Self::SignalRLongPolling => Bytes::copy_from_slice(payload),
+            Self::SignalRMsgPackWebSocket => codec::binary_frame(payload),
+            Self::SignalRServerSentEvents | Self::SignalRLongPolling | Self::SignalRMsgPackLongPolling => {
+                Bytes::copy_from_slice(payload)
+            }
         }
     }
 
     pub(crate) fn protocol(self) -> &'static str {
         match self {
             Self::NativeJsonWebSocket => signalbox_proto::native::SUBPROTOCOL,
+            Self::SignalRMsgPackWebSocket | Self::SignalRMsgPackLongPolling => "signalr.messagepack.v1",
             _ => "signalr.json.v1",
         }
     }
 
     pub(crate) fn transport(self) -> &'static str {
         match self {
-            Self::NativeJsonWebSocket | Self::SignalRWebSocket => "websocket",
+            Self::NativeJsonWebSocket | Self::SignalRWebSocket | Self::SignalRMsgPackWebSocket => "websocket",
             Self::SignalRServerSentEvents => "server-sent-events",
-            Self::SignalRLongPolling => "long-polling",
+            Self::SignalRLongPolling | Self::SignalRMsgPackLongPolling => "long-polling",
         }
+    }
+}
+
+/// A connection's wire format: fixed for native connections, chosen by the handshake for
+/// SignalR ones (JSON or MessagePack).
+#[derive(Debug)]
+pub(crate) struct FormatCell(AtomicU8);
+
+impl FormatCell {
+    pub(crate) fn new(format: WireFormat) -> Self {
+        Self(AtomicU8::new(format as u8))
+    }
+
+    pub(crate) fn get(&self) -> WireFormat {
+        WireFormat::from_index(self.0.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set(&self, format: WireFormat) {
+        self.0.store(format as u8, Ordering::Release);
     }
 }
 
@@ -79,7 +144,9 @@ pub(crate) struct Conn {
     pub(crate) user: Option<UserId>,
     /// The app key that signed the connection's token: revoking it closes the connection.
     pub(crate) key_id: KeyId,
-    pub(crate) format: WireFormat,
+    pub(crate) format: FormatCell,
+    /// The protocol's opening is done (SignalR: the handshake): messages and pings may go out.
+    pub(crate) open: AtomicBool,
     /// The app's settings when the connection opened (its limits apply for its lifetime).
     pub(crate) settings: Arc<AppSettings>,
     /// Seconds since the Unix epoch.
@@ -98,7 +165,7 @@ pub(crate) struct Conn {
     /// What the app's webhooks want to hear about, when the connection opened.
     pub(crate) webhook_events: WebhookEvents,
     /// Its `connected` event was emitted: only then is a `disconnected` owed.
-    pub(crate) announced: std::sync::atomic::AtomicBool,
+    pub(crate) announced: AtomicBool,
 }
 
 /// The group list of a connection plus whether it has left the hub.
@@ -110,9 +177,21 @@ pub(crate) struct Groups {
 }
 
 impl Conn {
+    pub(crate) fn format(&self) -> WireFormat {
+        self.format.get()
+    }
+
+    pub(crate) fn set_format(&self, format: WireFormat) {
+        self.format.set(format);
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// Frames and queues one protocol payload for this connection alone.
     pub(crate) fn send(&self, payload: &[u8]) -> Pushed {
-        self.outbox.push(self.format.frame(payload))
+        self.outbox.push(self.format().frame(payload))
     }
 
     pub(crate) fn close(&self, request: CloseRequest) {

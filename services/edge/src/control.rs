@@ -57,8 +57,8 @@ fn info(edge: &EdgeState, conn: &Conn) -> ConnectionInfo {
         id: conn.id.to_string(),
         user: conn.user.as_ref().map(ToString::to_string),
         groups: conn.group_names().iter().map(ToString::to_string).collect(),
-        protocol: conn.format.protocol().to_owned(),
-        transport: conn.format.transport().to_owned(),
+        protocol: conn.format().protocol().to_owned(),
+        transport: conn.format().transport().to_owned(),
         node: edge.hub.config.node.to_string(),
         connected_at: conn.connected_at,
     }

@@ -109,7 +109,8 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
         },
         Route::Connection(app, id) => match decode(payload) {
             Some(Body::Message(envelope)) if envelope.app == app.as_str() => {
-                if let Some(conn) = edge.hub.connection(id.as_str()).filter(|c| c.scope.app == app) {
+                // Nothing before the handshake's answer.
+                if let Some(conn) = edge.hub.connection(id.as_str()).filter(|c| c.scope.app == app && c.is_open()) {
                     edge.hub.deliver_to(&conn, &envelope);
                 }
             }

@@ -159,7 +159,7 @@ impl Edge {
         let tick = period / u32::try_from(ticks).unwrap_or(u32::MAX).max(1);
         for batch in connections.chunks(per_tick) {
             for conn in batch {
-                if !conn.format.is_signalr() {
+                if !conn.format().is_signalr() {
                     conn.send(&frame);
                 }
                 conn.close(CloseRequest::default_for(CloseCode::Reconnect));

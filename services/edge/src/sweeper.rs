@@ -50,11 +50,13 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
                     conn.outbox.close_now(CloseRequest::default_for(CloseCode::HeartbeatTimeout));
                     timed_out += 1;
                 }
-            } else if conn.format.is_signalr() {
+            } else if conn.format().is_signalr() {
                 // SignalR clients time out after 30 s without a message and expect one at
-                // least every 15 s: a Ping message twice per interval.
-                if conn.key % buckets == bucket || (conn.key + buckets / 2) % buckets == bucket {
-                    conn.send(&signalbox_proto::signalr::encode_ping());
+                // least every 15 s: a Ping message twice per interval (none before the
+                // handshake's answer, which must come first).
+                let due = conn.key % buckets == bucket || (conn.key + buckets / 2) % buckets == bucket;
+                if due && conn.is_open() {
+                    conn.send(&conn.format().hub_protocol().encode_ping());
                     pinged += 1;
                 }
             } else if conn.key % buckets == bucket {

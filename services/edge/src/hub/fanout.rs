@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use signalbox_core::CloseCode;
+use signalbox_proto::native;
 use signalbox_proto::wire::{DataKind, Envelope};
-use signalbox_proto::{native, signalr};
 
 use super::{Hub, Target};
 use crate::conn::{Conn, ConnKey, WireFormat};
@@ -43,7 +43,7 @@ impl<'a> Outgoing<'a> {
                 }
                 // A SignalR message is an invocation of the client's handler for the event,
                 // with the data as its arguments.
-                _ => signalr::encode_invocation(&envelope.event, &envelope.data),
+                signalr => signalr.hub_protocol().encode_invocation(&envelope.event, &envelope.data),
             };
             format.frame(&payload)
         })
@@ -52,7 +52,7 @@ impl<'a> Outgoing<'a> {
     /// Queues the message for one connection (or lets the connection's recovery of the group
     /// hold or drop it); returns whether it was queued.
     pub(crate) fn send_to(&mut self, conn: &Conn) -> bool {
-        let frame = self.frame(conn.format).clone();
+        let frame = self.frame(conn.format()).clone();
         let pushed = match (self.group, self.envelope.position) {
             (Some(group), Some(position)) => {
                 match conn.recovery.intercept(group, position, &frame, conn.outbox.max_bytes()) {

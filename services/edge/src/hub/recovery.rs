@@ -64,7 +64,7 @@ impl Hub {
                 }
                 if let Ok(Body::Message(mut envelope)) = wire::decode(stored.payload) {
                     envelope.position = Some(stored.position.seq);
-                    let frame = Outgoing::new(&envelope, Some(group.as_str())).frame(conn.format).clone();
+                    let frame = Outgoing::new(&envelope, Some(group.as_str())).frame(conn.format()).clone();
                     if conn.outbox.push(frame) != Pushed::Queued {
                         conn.finish_recovery(group, last);
                         return outcome(false, Some("the connection closed during recovery"));

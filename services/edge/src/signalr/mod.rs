@@ -25,13 +25,12 @@ use axum::routing::{get, post};
 use parking_lot::Mutex;
 use signalbox_bus::{ReplyTo, SubscriptionId};
 use signalbox_core::token::TokenError;
-use signalbox_core::{ClientAction, ClientClaims, CloseCode, ConnectionId, UserId, signalr as tokens};
+use signalbox_core::{ClientAction, ClientClaims, CloseCode, ConnectionId, GroupName, UserId, signalr as tokens};
 use signalbox_proto::Subject;
-use signalbox_proto::signalr as records;
 
 use crate::EdgeState;
 use crate::auth::{self, AuthError, Authorized};
-use crate::conn::{Conn, ConnKey};
+use crate::conn::{Conn, ConnKey, WireFormat};
 use crate::directory::LookupError;
 use crate::outbox::CloseRequest;
 use crate::ws::Admitted;
@@ -54,37 +53,43 @@ pub(crate) struct Registry {
     routes: Mutex<HashMap<ConnKey, (Subject, SubscriptionId)>>,
 }
 
-/// Starts an admitted SignalR connection: its groups and its own subject are subscribed
-/// before anything is sent, then the `connected` event goes out.
+/// Starts an admitted SignalR connection: its own subject is subscribed (so requests other
+/// edges forward reach it); its targets and groups follow the handshake, in the session.
 pub(crate) async fn start(edge: &Arc<EdgeState>, admitted: Admitted) -> SignalRSession {
     let Admitted { conn, groups, .. } = admitted;
     let subject = edge.hub.config.subjects.connection(&conn.scope.app, &conn.id);
-    let interest = edge.hub.interest_for(&subject);
-    let subscribed = match interest.subscribe(subject.clone(), None).await {
+    match edge.hub.interest_for(&subject).subscribe(subject.clone(), None).await {
         Ok(id) => {
             edge.signalr.routes.lock().insert(conn.key, (subject, id));
-            edge.hub.attach(&conn, &groups).await.map_err(|e| e.to_string())
         }
-        Err(err) => Err(err.to_string()),
-    };
-    match subscribed {
+        Err(err) => {
+            tracing::warn!(connection = %conn.id, error = %err, "cannot subscribe a SignalR connection");
+            conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
+        }
+    }
+    let transport = conn.format().transport();
+    tracing::debug!(connection = %conn.id, app = %conn.scope.app, hub = %conn.scope.hub, transport, "SignalR connection open");
+    SignalRSession::new(Arc::clone(edge), conn, groups)
+}
+
+/// After the handshake: the connection joins its targets and groups, then it is open.
+async fn attach(edge: &EdgeState, conn: &Arc<Conn>, groups: &[GroupName]) {
+    match edge.hub.attach(conn, groups).await {
         Ok(()) => {
+            conn.open.store(true, std::sync::atomic::Ordering::Release);
             metrics::counter!("signalbox_connects_total").increment(1);
-            edge.events.connected(&conn);
+            edge.events.connected(conn);
         }
         Err(err) => {
             tracing::warn!(connection = %conn.id, error = %err, "cannot attach a SignalR connection");
             conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
         }
     }
-    let transport = conn.format.transport();
-    tracing::debug!(connection = %conn.id, app = %conn.scope.app, hub = %conn.scope.hub, transport, "SignalR connection open");
-    SignalRSession::new(Arc::clone(edge), conn)
 }
 
 /// Forgets a SignalR connection that is leaving: its subject, its HTTP transport.
 pub(crate) fn forget(edge: &EdgeState, conn: &Conn) {
-    if !conn.format.is_signalr() {
+    if !conn.format().is_signalr() {
         return;
     }
     if let Some((subject, id)) = edge.signalr.routes.lock().remove(&conn.key) {
@@ -99,11 +104,11 @@ pub(crate) fn forget(edge: &EdgeState, conn: &Conn) {
 /// The Close message a SignalR client gets before the transport ends: whether it may
 /// reconnect follows the close code's action (a reconnect negotiates again, which asks the
 /// client's token factory for a fresh token).
-pub(crate) fn close_record(request: &CloseRequest) -> Vec<u8> {
+pub(crate) fn close_record(format: WireFormat, request: &CloseRequest) -> Vec<u8> {
     let allow_reconnect = !matches!(request.code.action(), ClientAction::GiveUp);
     let error = (request.code != CloseCode::Normal || !request.reason.is_empty())
         .then(|| format!("{} ({})", request.reason, request.code.code()));
-    records::encode_close(error.as_deref(), allow_reconnect)
+    format.hub_protocol().encode_close(error.as_deref(), allow_reconnect)
 }
 
 /// A forwarded HTTP transport request for a connection this node holds.

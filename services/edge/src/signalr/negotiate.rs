@@ -74,9 +74,9 @@ pub(super) async fn negotiate(
     };
     let id = ConnectionId::generate_signalr();
     let transports = json!([
-        {"transport": "WebSockets", "transferFormats": ["Text"]},
+        {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
         {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
-        {"transport": "LongPolling", "transferFormats": ["Text"]},
+        {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
     ]);
     let body = if query.negotiate_version.unwrap_or(0) >= 1 {
         let claims = ConnectionTokenClaims {

@@ -281,7 +281,7 @@ async fn reap(edge: Arc<EdgeState>, http: Arc<HttpConnection>) {
 
 /// One long poll on the connection this node holds.
 async fn poll(edge: &EdgeState, http: &HttpConnection) -> (StatusCode, Bytes) {
-    if http.conn.format != WireFormat::SignalRLongPolling {
+    if !http.conn.format().is_long_polling() {
         return (StatusCode::BAD_REQUEST, Bytes::from_static(b"Cannot change transports mid-connection"));
     }
     let mut generation = 0;
@@ -311,7 +311,8 @@ async fn poll(edge: &EdgeState, http: &HttpConnection) -> (StatusCode, Bytes) {
                 }
                 Taken::Close(request) => {
                     if !http.close_sent.swap(true, Ordering::AcqRel) {
-                        break (StatusCode::OK, Bytes::from(close_record(&request)));
+                        let format = http.conn.format();
+                        break (StatusCode::OK, format.frame(&close_record(format, &request)));
                     }
                     finish(edge, http, request.code, &request.reason);
                     break (StatusCode::NO_CONTENT, Bytes::new());
@@ -414,7 +415,7 @@ fn deliver_delete(edge: &EdgeState, http: &HttpConnection, user: Option<&str>) -
     if !same_user(http, user) {
         return (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID"));
     }
-    if http.conn.format != WireFormat::SignalRLongPolling {
+    if !http.conn.format().is_long_polling() {
         return (
             StatusCode::BAD_REQUEST,
             Bytes::from_static(b"Cannot terminate this connection using the DELETE endpoint."),
@@ -563,7 +564,7 @@ impl futures_util::Stream for EventStream {
                 self.done = true;
                 finish(&self.edge, &self.http, request.code, &request.reason);
                 let mut out = BytesMut::new();
-                push_event(&mut out, &close_record(&request));
+                push_event(&mut out, &close_record(WireFormat::SignalRServerSentEvents, &request));
                 Poll::Ready(Some(Ok(out.freeze())))
             }
             Poll::Pending => Poll::Pending,

@@ -78,6 +78,10 @@ pub(crate) fn text_frame(payload: &[u8]) -> Bytes {
     encode(OP_TEXT, payload)
 }
 
+pub(crate) fn binary_frame(payload: &[u8]) -> Bytes {
+    encode(OP_BINARY, payload)
+}
+
 pub(crate) fn pong_frame(payload: &[u8]) -> Bytes {
     encode(OP_PONG, payload)
 }

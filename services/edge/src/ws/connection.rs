@@ -215,6 +215,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn handle(&mut self, frame: Inbound) {
         match frame {
             Inbound::Text(text) => self.request = self.handler.on_text(&text),
+            Inbound::Binary(data) if matches!(self.handler, Handler::SignalR(_)) => {
+                self.request = self.handler.on_text(&data);
+            }
             Inbound::Binary(_) => {
                 self.conn.outbox.close_now(CloseRequest::default_for(CloseCode::UnsupportedData));
                 self.peer_closed = true;
@@ -277,8 +280,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Queues the close frame, after the protocol's own goodbye (SignalR's Close message).
     fn push_close(&mut self, request: &CloseRequest) {
-        if self.conn.format.is_signalr() {
-            self.pending.push_back(codec::text_frame(&crate::signalr::close_record(request)));
+        let format = self.conn.format();
+        if format.is_signalr() {
+            self.pending.push_back(format.frame(&crate::signalr::close_record(format, request)));
         }
         self.pending.push_back(codec::close_frame(request.code.code(), &request.reason));
     }

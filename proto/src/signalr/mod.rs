@@ -8,6 +8,8 @@
 //! webhook, and the server only ever sends Invocations (messages), Completions (answers),
 //! Pings and a Close.
 
+pub mod msgpack;
+
 use std::borrow::Cow;
 
 use serde::Deserialize;
@@ -15,9 +17,44 @@ use serde_json::value::RawValue;
 
 /// The record separator ending every message.
 pub const RECORD_SEPARATOR: u8 = 0x1e;
-/// The protocol this server speaks.
-pub const PROTOCOL: &str = "json";
 pub const VERSION: u32 = 1;
+
+/// A hub protocol, chosen by the client's handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HubProtocol {
+    Json,
+    MessagePack,
+}
+
+impl HubProtocol {
+    pub fn encode_invocation(self, target: &str, arguments: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Json => encode_invocation(target, arguments),
+            Self::MessagePack => msgpack::encode_invocation(target, arguments),
+        }
+    }
+
+    pub fn encode_completion(self, invocation_id: &str, outcome: Result<Option<&[u8]>, &str>) -> Vec<u8> {
+        match self {
+            Self::Json => encode_completion(invocation_id, outcome),
+            Self::MessagePack => msgpack::encode_completion(invocation_id, outcome),
+        }
+    }
+
+    pub fn encode_ping(self) -> Vec<u8> {
+        match self {
+            Self::Json => encode_ping(),
+            Self::MessagePack => msgpack::encode_ping(),
+        }
+    }
+
+    pub fn encode_close(self, error: Option<&str>, allow_reconnect: bool) -> Vec<u8> {
+        match self {
+            Self::Json => encode_close(error, allow_reconnect),
+            Self::MessagePack => msgpack::encode_close(error, allow_reconnect),
+        }
+    }
+}
 
 /// Splits a transport message into records; the last part, if not terminated, is returned
 /// separately (`Err` with the unterminated bytes) — a message must end with a separator.
@@ -41,7 +78,7 @@ pub fn records(payload: &[u8]) -> Result<Vec<&[u8]>, &[u8]> {
 pub enum HandshakeError {
     #[error("the handshake request is not valid JSON: {0}")]
     Malformed(String),
-    #[error("the protocol '{0}' is not supported; this server speaks 'json'")]
+    #[error("the protocol '{0}' is not supported; this server speaks 'json' and 'messagepack'")]
     Protocol(String),
     #[error("the protocol version {0} is not supported; this server speaks version 1")]
     Version(u32),
@@ -54,17 +91,19 @@ struct HandshakeRequest<'a> {
     version: u32,
 }
 
-/// Parses the handshake record (without its separator).
-pub fn parse_handshake(record: &[u8]) -> Result<(), HandshakeError> {
+/// Parses the handshake record (without its separator): the protocol the client chose.
+pub fn parse_handshake(record: &[u8]) -> Result<HubProtocol, HandshakeError> {
     let request: HandshakeRequest<'_> =
         serde_json::from_slice(record).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
-    if request.protocol != PROTOCOL {
-        return Err(HandshakeError::Protocol(request.protocol.chars().take(32).collect()));
-    }
+    let protocol = match &*request.protocol {
+        "json" => HubProtocol::Json,
+        "messagepack" => HubProtocol::MessagePack,
+        other => return Err(HandshakeError::Protocol(other.chars().take(32).collect())),
+    };
     if request.version != VERSION {
         return Err(HandshakeError::Version(request.version));
     }
-    Ok(())
+    Ok(protocol)
 }
 
 /// The handshake answer: `{}` or `{"error":"…"}`, with the separator.
@@ -237,10 +276,11 @@ mod tests {
 
     #[test]
     fn handshakes() {
-        assert_eq!(parse_handshake(br#"{"protocol":"json","version":1}"#), Ok(()));
+        assert_eq!(parse_handshake(br#"{"protocol":"json","version":1}"#), Ok(HubProtocol::Json));
+        assert_eq!(parse_handshake(br#"{"protocol":"messagepack","version":1}"#), Ok(HubProtocol::MessagePack));
         assert_eq!(
-            parse_handshake(br#"{"protocol":"messagepack","version":1}"#),
-            Err(HandshakeError::Protocol("messagepack".into()))
+            parse_handshake(br#"{"protocol":"blobpack","version":1}"#),
+            Err(HandshakeError::Protocol("blobpack".into()))
         );
         assert_eq!(parse_handshake(br#"{"protocol":"json","version":2}"#), Err(HandshakeError::Version(2)));
         assert!(matches!(parse_handshake(b"nope"), Err(HandshakeError::Malformed(_))));
