@@ -74,6 +74,8 @@ impl NatsJournal {
             max_messages_per_subject: i64::from(retention.max_messages),
             duplicate_window: retention.dedup_window(),
             allow_direct: true,
+            // An update with another count rescales an existing stream.
+            num_replicas: self.bus.replicas(),
             republish: Some(stream::Republish {
                 source: self.subjects.history_pattern(app).to_string(),
                 destination: self.subjects.live_pattern(app).to_string(),

@@ -331,7 +331,7 @@ where
             conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
         }
     }
-    tracing::debug!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
+    tracing::info!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
     let connection = Connection::new(io, &prefix, conn, Arc::clone(&edge), session);
     drop(prefix);
     connection.run().await;
