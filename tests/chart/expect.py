@@ -80,6 +80,8 @@ if variant == "default":
     assert secret_names == {"signalbox"}, secret_names
     assert not find("Secret"), "an existing Secret is used: the chart creates none"
     assert config["SIGNALBOX_NATS_URL"] == "nats://nats:4222"
+    assert config["SIGNALBOX_NATS_REPLICAS"] == "1"
+    assert "SIGNALBOX_METRICS_APPS" not in edge_env
     assert not find("StatefulSet") and not find("Ingress") and not find("HorizontalPodAutoscaler")
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in config, "traces are off by default"
     assert edge["spec"]["replicas"] == 2
@@ -89,6 +91,8 @@ elif variant == "external-nats":
     assert secret["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10", "the Secret exists before the Job"
     assert set(secret["data"]) == {"database-url", "admin-token", "master-key"}
     assert config["SIGNALBOX_NATS_URL"].startswith("nats://nats-0.nats.messaging:4222,")
+    assert config["SIGNALBOX_NATS_REPLICAS"] == "3"
+    assert edge_env["SIGNALBOX_METRICS_APPS"]["value"] == "app_0123456789abcdef,app_fedcba9876543210"
     assert not find("StatefulSet")
     assert len(find("NetworkPolicy")) == 2
 elif variant == "internal-nats":
@@ -97,6 +101,7 @@ elif variant == "internal-nats":
     conf = one("ConfigMap", f"{FULL}-nats")["data"]["nats.conf"]
     assert "jetstream {" in conf and conf.count("svc.cluster.local:6222") == 3, conf
     assert config["SIGNALBOX_NATS_URL"] == f"nats://{FULL}-nats:4222"
+    assert config["SIGNALBOX_NATS_REPLICAS"] == "3", "streams replicated over the 3 nodes"
     one("Service", f"{FULL}-nats")
     headless = one("Service", f"{FULL}-nats-headless")
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
