@@ -261,3 +261,75 @@ async fn a_rest_publish_is_one_trace_from_the_api_through_nats_to_the_edge() {
     assert_eq!(request.attributes.get("http.response.status_code").map(String::as_str), Some("202"));
     assert_eq!(deliver.attributes.get("recipients").map(String::as_str), Some("1"));
 }
+
+/// `--log-format json`: one JSON object per line, and the connection's id on the lines that
+/// open and close it, so a log query can follow one connection.
+#[tokio::test]
+async fn json_logs_follow_a_connection_from_open_to_close() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    use signalbox_sdk::realtime::Connection;
+    use signalbox_sdk::server::{Client, TokenRequest};
+    use signalbox_test_support::{Process, signalbox_binary, tempfile};
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(signalbox_binary());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(data.path())
+        .env("SIGNALBOX_ADMIN_TOKEN", "sba_json_logs_test_operator")
+        .env("SIGNALBOX_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start signalbox serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, logs) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The banner is on stdout; Process reads it (and kills the child on drop).
+    let server = Process::adopt("serve", child);
+    let api =
+        server.wait_for_line("  REST API   ", signalbox_tests::DEADLINE).trim().trim_end_matches("/v1").to_owned();
+    let ws = server.wait_for_line("  WebSocket  ", signalbox_tests::DEADLINE);
+    let ws = ws.split('?').next().expect("url").trim().to_owned();
+
+    let operator = Client::new(&api, "sba_json_logs_test_operator").expect("client");
+    let tenant = operator.create_tenant("logs").await.expect("tenant");
+    let tenant = operator.with_bearer(&tenant.token);
+    let app = tenant.create_app("logs", serde_json::Value::Null).await.expect("app");
+    let key = tenant.create_key(&app.id, None, None).await.expect("key");
+    let backend = tenant.with_bearer(&key.credential);
+    let token = backend.mint_token(&app.id, &TokenRequest::default()).await.expect("token").token;
+    let mut client = Connection::connect(&ws, &token).await.expect("connect");
+    let connection = client.connection_id().to_owned();
+    backend.close_connection(&app.id, &connection, None).await.expect("close");
+    assert_eq!(closed(&mut client).await.0, 4000);
+
+    let mut open = None;
+    let deadline = std::time::Instant::now() + signalbox_tests::DEADLINE;
+    let close = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = logs.recv_timeout(left).expect("the connection's close to be logged");
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        assert!(event["timestamp"].is_string() && event["level"].is_string(), "{line}");
+        if event["connection"] != connection.as_str() {
+            continue;
+        }
+        match event["message"].as_str() {
+            Some("connection open") => open = Some(event),
+            Some("connection closed") => break event,
+            _ => {}
+        }
+    };
+    let open = open.expect("the open was logged before the close");
+    assert_eq!(open["app"], app.id.as_str());
+    assert_eq!(close["app"], app.id.as_str());
+    assert_eq!(close["code"], 4000);
+}
