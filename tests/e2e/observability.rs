@@ -13,49 +13,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
 use serde_json::json;
+use signalbox_sdk::server::Message;
 use signalbox_tests::cluster::{Cluster, Shape};
+use signalbox_tests::metrics::{samples, value};
 use signalbox_tests::webhook::Receiver;
 use signalbox_tests::{closed, eventually, next_message};
-
-/// One sample of a Prometheus text exposition: `name{labels} value`, labels as a map.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: HashMap<String, String>,
-    value: f64,
-}
-
-/// Parses the exposition format (no escaped quotes occur in our label values).
-fn samples(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|pair| !pair.is_empty())
-                .filter_map(|pair| {
-                    let (k, v) = pair.split_once('=')?;
-                    Some((k.to_owned(), v.trim_matches('"').to_owned()))
-                })
-                .collect();
-            Some(Sample { name: name.to_owned(), labels, value: value.parse().ok()? })
-        })
-        .collect()
-}
-
-/// The sum of the samples of `name` whose labels include `labels`.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(text)
-        .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
-        .map(|s| s.value)
-        .sum()
-}
 
 #[tokio::test]
 async fn metrics_on_every_role_move_with_real_traffic() {
@@ -224,8 +186,9 @@ async fn a_rest_publish_is_one_trace_from_the_api_through_nats_to_the_edge() {
     ];
     let env: Vec<_> = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
     let cluster = Cluster::start_with_env(Shape { apis: 1, edges: 1, ..Shape::default() }, &env).await;
-    let app = cluster.app().await;
-    let mut client = app.connect(None, &["room"], &[]).await;
+    // `kept-*` groups have history: their messages reach the edge through JetStream.
+    let app = cluster.app_with(json!({"history": {"groups": ["kept-*"]}})).await;
+    let mut client = app.connect(None, &["room", "kept-1"], &[]).await;
 
     // The tenant's backend sends its own trace context: Signalbox continues it.
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -260,6 +223,22 @@ async fn a_rest_publish_is_one_trace_from_the_api_through_nats_to_the_edge() {
     assert_eq!(request.name, "POST /v1/apps/{app}/groups/{group}/messages", "the server span is the publish's parent");
     assert_eq!(request.attributes.get("http.response.status_code").map(String::as_str), Some("202"));
     assert_eq!(deliver.attributes.get("recipients").map(String::as_str), Some("1"));
+
+    // A group with history: stored by JetStream and republished to the edge, the envelope's
+    // bytes unchanged — the trace continues all the same.
+    let stored = app.backend.send_to_group(&app.id, "kept-1", &Message::new("kept", json!(2))).await.expect("publish");
+    assert!(stored.position.is_some(), "the group keeps history");
+    assert_eq!(next_message(&mut client).await.event, "kept");
+    let (publish, deliver) = eventually("the spans of the stored message", || async {
+        let spans = spans.lock().expect("spans").clone();
+        let by_id = |name: &str| {
+            spans.iter().find(|s| s.name == name && s.attributes.get("message_id") == Some(&stored.id)).cloned()
+        };
+        Some((by_id("publish")?, by_id("deliver")?))
+    })
+    .await;
+    assert_eq!(hex(&deliver.trace_id), hex(&publish.trace_id), "the trace crossed JetStream");
+    assert_eq!(deliver.parent_span_id, publish.span_id);
 }
 
 /// `--log-format json`: one JSON object per line, and the connection's id on the lines that
