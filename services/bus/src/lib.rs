@@ -197,6 +197,20 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// A short, fixed name for the error, for metric labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::NoResponders => "no_responders",
+            Self::Timeout => "timeout",
+            Self::TooLarge => "too_large",
+            Self::InvalidSubject => "invalid_subject",
+            Self::Transport(_) => "transport",
+        }
+    }
+}
+
+impl BusError {
     /// True when retrying later can succeed (REST maps these to 503 with `Retry-After`).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable | Self::Timeout | Self::Transport(_))

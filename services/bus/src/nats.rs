@@ -183,13 +183,7 @@ async fn round_trip(client: &async_nats::Client) -> Result<(), BusError> {
 
 /// Counts a failed publish by what went wrong (a bounded set of labels).
 fn publish_failed(err: BusError) -> BusError {
-    let kind = match &err {
-        BusError::Unavailable => "unavailable",
-        BusError::TooLarge => "too_large",
-        BusError::InvalidSubject => "invalid_subject",
-        _ => "other",
-    };
-    metrics::counter!("signalbox_bus_publish_errors_total", "kind" => kind).increment(1);
+    metrics::counter!("signalbox_bus_publish_errors_total", "kind" => err.label()).increment(1);
     err
 }
 
