@@ -5,10 +5,14 @@
 #   2. starts a private PostgreSQL cluster on its own port and directory (installing
 #      PostgreSQL from Debian if it is missing), unless one of ours is already running;
 #   3. runs every test of the workspace (cargo nextest when available, else cargo test);
-#   4. runs the TypeScript SDK's, the chat demo's and the SignalR client's tests (node --test;
+#   4. tests the Helm chart and lints the Dockerfile without a cluster (scripts/chart-test.sh:
+#      helm, kubernetes-validate and hadolint installed into .cache/ once, then a few
+#      seconds); SIGNALBOX_TEST_CHART=0 skips this step;
+#   5. runs the TypeScript SDK's, the chat demo's and the SignalR client's tests (node --test;
 #      the unmodified @microsoft/signalr from npm) against the debug signalbox binary that step 3 built, with headless Chromium (installed from Debian if
 #      it is missing) for the demo's browser test; SIGNALBOX_TEST_JS=0 skips this step;
-#   5. stops the Postgres it started.
+#   6. stops the Postgres it started.
+# Any failing step fails the command.
 # Extra arguments go to the cargo test runner: scripts/test.sh -E 'test(cluster)'.
 set -euo pipefail
 
@@ -87,10 +91,21 @@ else
   cargo test --workspace --no-fail-fast "$@" || CARGO_STATUS=$?
 fi
 
-# --- 4. the TypeScript SDK and the chat demo ------------------------------------------
+# --- 4. the Helm chart and the Dockerfile (quick: a few seconds once installed) --------
+CHART_STATUS=0
+if [ "${SIGNALBOX_TEST_CHART:-1}" = "0" ]; then
+  log "SIGNALBOX_TEST_CHART=0: skipping the chart tests"
+else
+  log "testing the Helm chart and the Dockerfile (scripts/chart-test.sh)"
+  "$ROOT/scripts/chart-test.sh" || CHART_STATUS=$?
+  [ "$CHART_STATUS" -eq 0 ] || log "the chart tests failed (exit $CHART_STATUS)"
+fi
+
+# --- 5. the TypeScript SDK and the chat demo ------------------------------------------
 if [ "${SIGNALBOX_TEST_JS:-1}" = "0" ]; then
   log "SIGNALBOX_TEST_JS=0: skipping the TypeScript tests"
-  exit "$CARGO_STATUS"
+  [ "$CARGO_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ]
+  exit
 fi
 # The cargo phase built the binary (the signalbox crate has integration tests); build it only
 # if a filtered run did not.
@@ -118,4 +133,4 @@ JS_STATUS=0
 node --test sdk/js/test/*.test.mjs examples/chat/test/*.test.mjs tests/signalr/*.test.mjs || JS_STATUS=$?
 [ "$CARGO_STATUS" -eq 0 ] || log "the cargo tests failed (exit $CARGO_STATUS)"
 [ "$JS_STATUS" -eq 0 ] || log "the TypeScript tests failed (exit $JS_STATUS)"
-[ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ]
+[ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ]

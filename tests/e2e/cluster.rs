@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde_json::json;
 use signalbox_sdk::server::Message;
 use signalbox_tests::cluster::{Cluster, PROPAGATION_BOUND};
+use signalbox_tests::metrics::value;
 use signalbox_tests::{assert_next_is_marker, closed, eventually, next_message, within};
 
 #[tokio::test]
@@ -189,6 +190,16 @@ async fn a_nats_restart_loses_no_subscription_and_publishes_fail_loudly_meanwhil
     app.backend.broadcast(&app.id, &Message::new("to-all", json!(1))).await.expect("broadcast");
     assert_eq!(next_message(&mut a).await.event, "to-all");
     assert_eq!(next_message(&mut b).await.event, "to-all");
+
+    // The outage shows in every node's metrics: the connection lost and regained, and on the
+    // api the publishes that NATS could not take.
+    for node in std::iter::once(&cluster.api).chain(&cluster.edges) {
+        let text = node.metrics().await;
+        assert!(value(&text, "signalbox_bus_disconnects_total", &[]) >= 1.0, "{text}");
+        assert!(value(&text, "signalbox_bus_reconnects_total", &[]) >= 1.0, "{text}");
+    }
+    let api = cluster.api.metrics().await;
+    assert!(value(&api, "signalbox_bus_publish_errors_total", &[("kind", "unavailable")]) >= 1.0, "{api}");
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod observability;
 mod openapi_doc;
 mod presence;
 mod protocol_errors;

@@ -23,8 +23,9 @@ pub struct Node {
 }
 
 impl Node {
-    fn start(role: &str, name: &str, args: &[String]) -> Self {
+    fn start(role: &str, name: &str, args: &[String], env: &[(String, String)]) -> Self {
         let mut command = Command::new(signalbox_binary());
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         // SIGNALBOX_TEST_NODE_LOG=debug shows what the nodes do when a test needs explaining.
         let log = std::env::var("SIGNALBOX_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
         command.arg(role).args(args).arg("--listen").arg("127.0.0.1:0").env("SIGNALBOX_LOG", log);
@@ -86,6 +87,12 @@ impl Cluster {
     }
 
     pub async fn start_shaped(shape: Shape) -> Self {
+        Self::start_with_env(shape, &[]).await
+    }
+
+    /// Like [`Cluster::start_shaped`], with extra environment variables for every api and
+    /// edge process (`OTEL_*`, …).
+    pub async fn start_with_env(shape: Shape, env: &[(String, String)]) -> Self {
         let nats = NatsServer::start();
         let db = TestDatabase::create().await;
         let status = Command::new(signalbox_binary())
@@ -105,15 +112,16 @@ impl Cluster {
             MASTER_KEY.into(),
         ];
         api_args.extend(shape.api_args.iter().cloned());
-        let api = Node::start("api", "api", &api_args);
-        let more_apis = (1..shape.apis.max(1)).map(|i| Node::start("api", &format!("api {i}"), &api_args)).collect();
-        let edges = (0..shape.edges).map(|i| Self::start_edge(&nats, i, &shape.edge_args)).collect();
+        let api = Node::start("api", "api", &api_args, env);
+        let more_apis =
+            (1..shape.apis.max(1)).map(|i| Node::start("api", &format!("api {i}"), &api_args, env)).collect();
+        let edges = (0..shape.edges).map(|i| Self::start_edge(&nats, i, &shape.edge_args, env)).collect();
         let cluster = Self { nats, db, api, more_apis, edges };
         cluster.wait_ready().await;
         cluster
     }
 
-    fn start_edge(nats: &NatsServer, index: usize, extra: &[String]) -> Node {
+    fn start_edge(nats: &NatsServer, index: usize, extra: &[String], env: &[(String, String)]) -> Node {
         let node_id = format!("edge{index:04}");
         let mut args = vec![
             "--nats-url".into(),
@@ -124,7 +132,15 @@ impl Cluster {
             "5".into(),
         ];
         args.extend_from_slice(extra);
-        Node::start("edge", &format!("edge {index}"), &args)
+        Node::start("edge", &format!("edge {index}"), &args, env)
+    }
+
+    /// Starts one more edge with extra flags, waits until it is ready, returns its index.
+    pub async fn add_edge(&mut self, extra: &[String]) -> usize {
+        let index = self.edges.len();
+        self.edges.push(Self::start_edge(&self.nats, index, extra, &[]));
+        self.wait_ready().await;
+        index
     }
 
     /// Every api node's REST URL.

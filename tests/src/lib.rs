@@ -3,6 +3,7 @@
 //! through its real REST API.
 
 pub mod cluster;
+pub mod metrics;
 pub mod webhook;
 
 use std::net::SocketAddr;

@@ -164,6 +164,8 @@ pub struct NatsEventQueue {
     subjects: Subjects,
     handover: Handover,
     stream_name: String,
+    /// Replicas of the stream, when this node creates it.
+    replicas: usize,
     /// The stream once created (or found); created on first use.
     stream: Arc<tokio::sync::OnceCell<stream::Stream>>,
 }
@@ -181,6 +183,7 @@ impl NatsEventQueue {
         Self {
             js: jetstream::new(bus.client().clone()),
             stream_name: format!("{}_EVENTS", subjects.resource_prefix()),
+            replicas: bus.replicas(),
             subjects,
             handover,
             stream: Arc::default(),
@@ -196,6 +199,7 @@ impl NatsEventQueue {
                     retention: stream::RetentionPolicy::WorkQueue,
                     max_age: MAX_AGE,
                     duplicate_window: Duration::from_secs(120),
+                    num_replicas: self.replicas,
                     ..stream::Config::default()
                 };
                 self.js.get_or_create_stream(config).await.map_err(transport)

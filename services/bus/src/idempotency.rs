@@ -137,6 +137,8 @@ pub struct NatsIdempotency {
     /// The bucket once opened; opened (and created) on first use.
     store: Arc<tokio::sync::OnceCell<kv::Store>>,
     lease: Duration,
+    /// Replicas of the bucket, when this node creates it.
+    replicas: usize,
 }
 
 impl NatsIdempotency {
@@ -148,6 +150,7 @@ impl NatsIdempotency {
         Self {
             js: jetstream::new(bus.client().clone()),
             bucket: format!("{resource_prefix}_IDEMPOTENCY"),
+            replicas: bus.replicas(),
             store: Arc::default(),
             lease,
         }
@@ -156,8 +159,13 @@ impl NatsIdempotency {
     async fn store(&self) -> Result<&kv::Store, BusError> {
         self.store
             .get_or_try_init(|| async {
-                let config =
-                    kv::Config { bucket: self.bucket.clone(), history: 1, max_age: WINDOW, ..kv::Config::default() };
+                let config = kv::Config {
+                    bucket: self.bucket.clone(),
+                    history: 1,
+                    max_age: WINDOW,
+                    num_replicas: self.replicas,
+                    ..kv::Config::default()
+                };
                 self.js.create_key_value(config).await.map_err(|e| BusError::Transport(Box::new(e)))
             })
             .await

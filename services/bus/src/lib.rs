@@ -10,7 +10,8 @@
 //!   nodes — on a JetStream key-value bucket and in process;
 //! - [`events`]: the [`EventQueue`] trait — connection events queued for webhooks, consumed
 //!   in order by one dispatcher — on a JetStream work queue and in process;
-//! - [`conformance`] (feature `conformance`): the suites every implementation passes.
+//! - [`conformance`] (feature `conformance`): the suites every implementation passes;
+//! - [`trace`]: the W3C trace context an envelope carries from its publisher to the edges.
 //!
 //! # Contract
 //! - **publish** hands a message to the routing plane. `Ok` means the plane took it; each
@@ -47,6 +48,7 @@ pub mod idempotency;
 pub mod journal;
 pub mod local;
 pub mod nats;
+pub mod trace;
 
 pub use events::{EventQueue, EventStream, Handover, LocalEventQueue, NatsEventQueue, QueuedEvent};
 pub use idempotency::{Claim, Idempotency, LocalIdempotency, NatsIdempotency};
@@ -192,6 +194,20 @@ pub enum BusError {
     /// A transport-level failure of the routing plane.
     #[error("routing plane transport error: {0}")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BusError {
+    /// A short, fixed name for the error, for metric labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::NoResponders => "no_responders",
+            Self::Timeout => "timeout",
+            Self::TooLarge => "too_large",
+            Self::InvalidSubject => "invalid_subject",
+            Self::Transport(_) => "transport",
+        }
+    }
 }
 
 impl BusError {

@@ -37,11 +37,15 @@ pub struct NatsConfig {
     pub name: String,
     /// How often the client pings the server to notice a dead connection.
     pub ping_interval: Duration,
+    /// Replicas of the JetStream streams and buckets this node creates (history, the
+    /// webhook event queue, idempotency keys): 1 on a single server, 3 on a 3-node cluster
+    /// so that losing a node loses nothing.
+    pub replicas: usize,
 }
 
 impl NatsConfig {
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { url: url.into(), name: name.into(), ping_interval: Duration::from_secs(10) }
+        Self { url: url.into(), name: name.into(), ping_interval: Duration::from_secs(10), replicas: 1 }
     }
 }
 
@@ -54,6 +58,46 @@ pub struct NatsBus {
     connected: watch::Receiver<bool>,
     /// Counts connects (the first one included): the bus's epoch.
     connects: Arc<AtomicU64>,
+    /// The round-trip probe; shared by the clones so it stops with the last of them.
+    _rtt_probe: Arc<RttProbe>,
+    /// Replicas of the JetStream resources created through this bus.
+    replicas: usize,
+}
+
+/// How often the round trip to NATS is measured for `signalbox_nats_rtt_seconds`.
+const RTT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Measures the round trip to the server every [`RTT_INTERVAL`] while connected (a request the server
+/// answers with "no responders": one full trip through it, as a publish with history or a
+/// subscribe pays), and stops when dropped.
+#[derive(Debug)]
+struct RttProbe(AbortHandle);
+
+impl RttProbe {
+    fn start(client: async_nats::Client) -> Self {
+        let task = tokio::spawn(async move {
+            loop {
+                // While disconnected, look again soon: the first figure should appear as soon
+                // as the node is connected, not an interval later.
+                if client.connection_state() != State::Connected {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                let started = std::time::Instant::now();
+                if round_trip(&client).await.is_ok() {
+                    metrics::gauge!("signalbox_nats_rtt_seconds").set(started.elapsed().as_secs_f64());
+                }
+                tokio::time::sleep(RTT_INTERVAL).await;
+            }
+        });
+        Self(task.abort_handle())
+    }
+}
+
+impl Drop for RttProbe {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl NatsBus {
@@ -73,7 +117,9 @@ impl NatsBus {
                 let name = name.clone();
                 match event {
                     Event::Connected => {
-                        counter.fetch_add(1, Ordering::SeqCst);
+                        if counter.fetch_add(1, Ordering::SeqCst) > 0 {
+                            metrics::counter!("signalbox_bus_reconnects_total").increment(1);
+                        }
                         connected_tx.send_replace(true);
                     }
                     Event::Disconnected => {
@@ -86,7 +132,9 @@ impl NatsBus {
             .connect(config.url.as_str())
             .await
             .map_err(|e| BusError::Transport(Box::new(e)))?;
-        Ok(Self { client, next_id: Arc::new(AtomicU64::new(0)), connected, connects })
+        let _rtt_probe = Arc::new(RttProbe::start(client.clone()));
+        let replicas = config.replicas.max(1);
+        Ok(Self { client, next_id: Arc::new(AtomicU64::new(0)), connected, connects, _rtt_probe, replicas })
     }
 
     /// Waits until the client is connected, or `timeout` passes.
@@ -104,22 +152,39 @@ impl NatsBus {
         &self.client
     }
 
+    /// Replicas of the JetStream streams and buckets to create ([`NatsConfig::replicas`]).
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
     fn ensure_connected(&self) -> Result<(), BusError> {
         if self.is_connected() { Ok(()) } else { Err(BusError::Unavailable) }
     }
 
     /// Waits until the server has processed every command sent before this call.
     async fn round_trip(&self) -> Result<(), BusError> {
-        let barrier = format!("_sb_barrier.{}", self.client.new_inbox().replace('.', "_"));
-        match self.client.request(barrier, Bytes::new()).await {
-            Ok(_) => Ok(()),
-            Err(e) => match e.kind() {
-                async_nats::client::RequestErrorKind::NoResponders => Ok(()),
-                async_nats::client::RequestErrorKind::TimedOut => Err(BusError::Timeout),
-                _ => Err(BusError::Transport(Box::new(e))),
-            },
-        }
+        round_trip(&self.client).await
     }
+}
+
+/// A request to a subject nobody serves: the server answers "no responders" once it has
+/// processed every command this client sent before.
+async fn round_trip(client: &async_nats::Client) -> Result<(), BusError> {
+    let barrier = format!("_sb_barrier.{}", client.new_inbox().replace('.', "_"));
+    match client.request(barrier, Bytes::new()).await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.kind() {
+            async_nats::client::RequestErrorKind::NoResponders => Ok(()),
+            async_nats::client::RequestErrorKind::TimedOut => Err(BusError::Timeout),
+            _ => Err(BusError::Transport(Box::new(e))),
+        },
+    }
+}
+
+/// Counts a failed publish by what went wrong (a bounded set of labels).
+fn publish_failed(err: BusError) -> BusError {
+    metrics::counter!("signalbox_bus_publish_errors_total", "kind" => err.label()).increment(1);
+    err
 }
 
 fn log_event(name: &str, event: &Event) {
@@ -150,13 +215,17 @@ fn to_nats_subject(subject: &Subject) -> async_nats::Subject {
 impl Bus for NatsBus {
     fn publish(&self, subject: Subject, payload: Bytes) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
-            self.ensure_connected()?;
-            self.client.publish(to_nats_subject(&subject), payload).await.map_err(|e| match e.kind() {
-                async_nats::client::PublishErrorKind::MaxPayloadExceeded => BusError::TooLarge,
-                async_nats::client::PublishErrorKind::InvalidSubject => BusError::InvalidSubject,
-                async_nats::client::PublishErrorKind::Send => BusError::Unavailable,
-            })?;
-            self.client.flush().await.map_err(|_| BusError::Unavailable)
+            self.ensure_connected().map_err(publish_failed)?;
+            self.client
+                .publish(to_nats_subject(&subject), payload)
+                .await
+                .map_err(|e| match e.kind() {
+                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => BusError::TooLarge,
+                    async_nats::client::PublishErrorKind::InvalidSubject => BusError::InvalidSubject,
+                    async_nats::client::PublishErrorKind::Send => BusError::Unavailable,
+                })
+                .map_err(publish_failed)?;
+            self.client.flush().await.map_err(|_| publish_failed(BusError::Unavailable))
         })
     }
 
@@ -223,10 +292,13 @@ impl Interest for NatsInterest {
                 None => client.subscribe(nats_subject).await,
                 Some(q) => client.queue_subscribe(nats_subject, q.0.to_string()).await,
             };
-            let mut subscriber = subscribed.map_err(|e| match e.kind() {
-                async_nats::client::SubscribeErrorKind::InvalidSubject
-                | async_nats::client::SubscribeErrorKind::InvalidQueueName => BusError::InvalidSubject,
-                async_nats::client::SubscribeErrorKind::Other => BusError::Unavailable,
+            let mut subscriber = subscribed.map_err(|e| {
+                metrics::counter!("signalbox_bus_subscribe_errors_total").increment(1);
+                match e.kind() {
+                    async_nats::client::SubscribeErrorKind::InvalidSubject
+                    | async_nats::client::SubscribeErrorKind::InvalidQueueName => BusError::InvalidSubject,
+                    async_nats::client::SubscribeErrorKind::Other => BusError::Unavailable,
+                }
             })?;
             let id = SubscriptionId(self.bus.next_id.fetch_add(1, Ordering::Relaxed));
             let sink = self.sink.clone();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use signalbox_core::NodeId;
+use signalbox_core::{AppId, NodeId};
 use signalbox_proto::Subjects;
 
 /// How one edge node behaves.
@@ -29,6 +29,10 @@ pub struct EdgeConfig {
     pub directory_ttl: Duration,
     /// Timeout of requests to the api (key lookups, user groups).
     pub api_timeout: Duration,
+    /// Apps whose connections are also counted under their own `app` label
+    /// (`signalbox_app_connections`). An explicit, short list: app ids are unbounded, and a
+    /// label per app would grow the series without limit.
+    pub metrics_apps: Vec<AppId>,
 }
 
 impl EdgeConfig {
@@ -43,6 +47,7 @@ impl EdgeConfig {
             max_connections: 100_000,
             directory_ttl: Duration::from_secs(60),
             api_timeout: Duration::from_secs(5),
+            metrics_apps: Vec::new(),
         }
     }
 

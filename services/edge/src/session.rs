@@ -281,6 +281,14 @@ impl Session {
             return None;
         }
         let conn = Arc::clone(&self.conn);
+        // A client publish starts its own trace (when traces are exported): the edges that
+        // deliver it continue it from the envelope.
+        let span = if signalbox_bus::trace::enabled() {
+            tracing::info_span!("client publish", otel.kind = "producer", app = %conn.scope.app, connection = %conn.id, group = %group)
+        } else {
+            tracing::Span::none()
+        };
+        let (traceparent, tracestate) = signalbox_bus::trace::context_of(&span);
         let envelope = Envelope {
             app: conn.scope.app.to_string(),
             hub: conn.scope.hub.to_string(),
@@ -292,8 +300,8 @@ impl Session {
             id: ids::message_id(),
             position: None,
             published_at_micros: clock::unix_micros(),
-            traceparent: String::new(),
-            tracestate: String::new(),
+            traceparent,
+            tracestate,
             origin_connection: Some(conn.id.to_string()),
         };
         let subjects = &self.hub.config.subjects;
@@ -304,35 +312,38 @@ impl Session {
             .then(|| (subjects.history(&conn.scope, &group), Retention::from(&conn.settings.history)));
         let subject = subjects.group(&conn.scope, &group);
         let hub = Arc::clone(&self.hub);
-        Some(Box::pin(async move {
-            metrics::counter!("signalbox_messages_in_total", "source" => "client").increment(1);
-            let message_id = envelope.id.clone();
-            let packet = wire::encode(Body::Message(envelope));
-            let published = match history {
-                Some((history, retention)) => hub
-                    .journal
-                    .append(&conn.scope.app, retention, history, packet, message_id)
-                    .await
-                    .map(|appended| Some(appended.seq)),
-                None => hub.bus.publish(subject, packet).await.map(|()| None),
-            };
-            match published {
-                Ok(Some(position)) => {
-                    if let Some(id) = &id {
-                        conn.send(&native::encode_reply_position(id, position));
+        Some(Box::pin(tracing::Instrument::instrument(
+            async move {
+                metrics::counter!("signalbox_messages_in_total", "source" => "client").increment(1);
+                let message_id = envelope.id.clone();
+                let packet = wire::encode(Body::Message(envelope));
+                let published = match history {
+                    Some((history, retention)) => hub
+                        .journal
+                        .append(&conn.scope.app, retention, history, packet, message_id)
+                        .await
+                        .map(|appended| Some(appended.seq)),
+                    None => hub.bus.publish(subject, packet).await.map(|()| None),
+                };
+                match published {
+                    Ok(Some(position)) => {
+                        if let Some(id) = &id {
+                            conn.send(&native::encode_reply_position(id, position));
+                        }
+                    }
+                    Ok(None) => reply_ok(&conn, id.as_ref()),
+                    Err(err) => {
+                        let (code, message) = match err {
+                            BusError::TooLarge => (ErrorCode::MessageTooLarge, "the message is too large to route"),
+                            _ => (ErrorCode::Unavailable, "cannot publish right now; retry"),
+                        };
+                        tracing::warn!(connection = %conn.id, error = %err, "client publish failed");
+                        reply_error(&conn, id.as_ref(), code, message);
                     }
                 }
-                Ok(None) => reply_ok(&conn, id.as_ref()),
-                Err(err) => {
-                    let (code, message) = match err {
-                        BusError::TooLarge => (ErrorCode::MessageTooLarge, "the message is too large to route"),
-                        _ => (ErrorCode::Unavailable, "cannot publish right now; retry"),
-                    };
-                    tracing::warn!(connection = %conn.id, error = %err, "client publish failed");
-                    reply_error(&conn, id.as_ref(), code, message);
-                }
-            }
-        }))
+            },
+            span,
+        )))
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use signalbox_api::TargetPolicy;
-use signalbox_core::NodeId;
+use signalbox_core::{AppId, NodeId};
 use signalbox_edge::EdgeConfig;
 use signalbox_proto::Subjects;
 
@@ -45,13 +45,29 @@ pub struct EdgeTuning {
     /// Bytes a connection may have queued before it is closed as a slow consumer.
     #[arg(long, env = "SIGNALBOX_OUTBOX_MAX_BYTES", default_value_t = 1024 * 1024)]
     pub outbox_max_bytes: usize,
+    /// Apps (comma-separated ids, at most 50) whose connection count is also exported with
+    /// an `app` label; every other app is counted only in the totals.
+    #[arg(long, env = "SIGNALBOX_METRICS_APPS", value_delimiter = ',', value_parser = parse_app_id)]
+    pub metrics_apps: Vec<AppId>,
+}
+
+/// Labelled apps are an explicit short list: each is one more series on every edge.
+const MAX_METRICS_APPS: usize = 50;
+
+fn parse_app_id(raw: &str) -> Result<AppId, String> {
+    AppId::new(raw.trim()).map_err(|e| e.to_string())
 }
 
 impl EdgeTuning {
-    pub fn apply(&self, config: &mut EdgeConfig) {
+    pub fn apply(&self, config: &mut EdgeConfig) -> anyhow::Result<()> {
+        if self.metrics_apps.len() > MAX_METRICS_APPS {
+            anyhow::bail!("--metrics-apps lists {} apps; at most {MAX_METRICS_APPS}", self.metrics_apps.len());
+        }
         config.heartbeat_interval = Duration::from_secs(self.heartbeat_seconds.max(1));
         config.max_connections = self.max_connections;
         config.outbox_max_bytes = self.outbox_max_bytes;
+        config.metrics_apps = self.metrics_apps.clone();
+        Ok(())
     }
 }
 
@@ -112,6 +128,9 @@ pub struct ApiArgs {
     /// The root of every NATS subject (to share a NATS cluster between deployments).
     #[arg(long, env = "SIGNALBOX_SUBJECT_PREFIX", default_value = "sb")]
     pub subject_prefix: String,
+    /// Replicas of the JetStream streams this node creates: 1, or 3 on a 3-node NATS cluster.
+    #[arg(long, env = "SIGNALBOX_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
     /// Address ranges webhooks may reach besides public ones: `loopback`, `private`,
     /// `link-local` (comma-separated), or `none`.
     #[arg(long, env = "SIGNALBOX_WEBHOOK_ALLOW", default_value = "none", value_parser = parse_target_policy)]
@@ -129,6 +148,9 @@ pub struct EdgeArgs {
     pub node_id: Option<String>,
     #[arg(long, env = "SIGNALBOX_SUBJECT_PREFIX", default_value = "sb")]
     pub subject_prefix: String,
+    /// Replicas of the JetStream streams this node creates: 1, or 3 on a 3-node NATS cluster.
+    #[arg(long, env = "SIGNALBOX_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
     /// On SIGTERM, how long to spread the clients' reconnects over (the paced drain).
     #[arg(long, env = "SIGNALBOX_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
@@ -146,7 +168,7 @@ impl EdgeArgs {
             anyhow::bail!("invalid --node-id: it must not contain '_'");
         }
         let mut config = EdgeConfig::new(node, Subjects::new(&self.subject_prefix));
-        self.edge.apply(&mut config);
+        self.edge.apply(&mut config)?;
         Ok(config)
     }
 }

@@ -32,7 +32,8 @@ impl Serving {
     async fn start(listen: SocketAddr, router: axum::Router) -> anyhow::Result<Self> {
         let router = router
             .fallback(signalbox_api::error::not_found)
-            .method_not_allowed_fallback(signalbox_api::error::method_not_allowed);
+            .method_not_allowed_fallback(signalbox_api::error::method_not_allowed)
+            .layer(axum::middleware::from_fn(crate::http_metrics::track));
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -64,6 +65,8 @@ pub struct ApiRoleConfig {
     pub listen: SocketAddr,
     pub database_url: String,
     pub nats_url: String,
+    /// Replicas of the JetStream resources this node creates.
+    pub nats_replicas: usize,
     pub admin_token: String,
     pub master_key: String,
     pub subjects: Subjects,
@@ -84,7 +87,9 @@ impl ApiRole {
     pub async fn start(config: ApiRoleConfig) -> anyhow::Result<Self> {
         let master_key = MasterKey::from_base64(&config.master_key).context("invalid master key")?;
         let store = Store::connect(&config.database_url).await.context("cannot connect to the database")?;
-        let nats = NatsBus::connect(&NatsConfig::new(&config.nats_url, "signalbox-api")).await?;
+        let mut nats_config = NatsConfig::new(&config.nats_url, "signalbox-api");
+        nats_config.replicas = config.nats_replicas;
+        let nats = NatsBus::connect(&nats_config).await?;
         let plane = Plane {
             journal: Arc::new(NatsJournal::new(&nats, config.subjects.clone())),
             idempotency: Arc::new(NatsIdempotency::new(&nats, &config.subjects.resource_prefix())),
@@ -128,6 +133,8 @@ impl ApiRole {
 pub struct EdgeRoleConfig {
     pub listen: SocketAddr,
     pub nats_url: String,
+    /// Replicas of the JetStream resources this node creates.
+    pub nats_replicas: usize,
     pub edge: EdgeConfig,
 }
 
@@ -141,7 +148,9 @@ pub struct EdgeRole {
 impl EdgeRole {
     pub async fn start(config: EdgeRoleConfig) -> anyhow::Result<Self> {
         let name = format!("signalbox-edge-{}", config.edge.node);
-        let nats = NatsBus::connect(&NatsConfig::new(&config.nats_url, name)).await?;
+        let mut nats_config = NatsConfig::new(&config.nats_url, name);
+        nats_config.replicas = config.nats_replicas;
+        let nats = NatsBus::connect(&nats_config).await?;
         let journal: Arc<dyn Journal> = Arc::new(NatsJournal::new(&nats, config.edge.subjects.clone()));
         let events: Arc<dyn EventQueue> = Arc::new(NatsEventQueue::new(&nats, config.edge.subjects.clone()));
         let bus: Arc<dyn Bus> = Arc::new(nats);

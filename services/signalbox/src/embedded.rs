@@ -159,7 +159,8 @@ impl Embedded {
             .merge(edge.router())
             .merge(health::router(readiness))
             .fallback(signalbox_api::error::not_found)
-            .method_not_allowed_fallback(signalbox_api::error::method_not_allowed);
+            .method_not_allowed_fallback(signalbox_api::error::method_not_allowed)
+            .layer(axum::middleware::from_fn(crate::http_metrics::track));
 
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -5,13 +5,15 @@
 //!   with no configuration;
 //! - [`cluster`]: `signalbox api` and `signalbox edge` against Postgres and NATS;
 //! - `health`: `/healthz`, `/readyz`, `/metrics`, shared by every role;
-//! - [`telemetry`]: logs and the metrics recorder;
+//! - `http_metrics`: request counts, durations and server spans for every role's HTTP;
+//! - [`telemetry`]: logs, the metrics recorder, OpenTelemetry traces;
 //! - [`cli`]: the command line (every flag also reads a `SIGNALBOX_*` variable).
 
 pub mod cli;
 pub mod cluster;
 pub mod embedded;
 mod health;
+mod http_metrics;
 pub mod telemetry;
 
 /// Completes on SIGINT or SIGTERM.

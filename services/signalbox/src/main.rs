@@ -11,7 +11,15 @@ use signalbox_proto::Subjects;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logs(cli.log_format);
+    let service = match &cli.command {
+        Command::Serve(_) => "signalbox",
+        Command::Api(_) => "signalbox-api",
+        Command::Edge(_) => "signalbox-edge",
+        Command::Migrate(_) => "signalbox-migrate",
+    };
+    // Before the runtime: the trace exporter's blocking HTTP client must not be built (or
+    // dropped) inside it.
+    let telemetry = telemetry::init(cli.log_format, service);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -19,7 +27,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    drop(runtime);
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -37,7 +48,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.admin_token = args.admin_token;
             config.master_key = args.master_key;
             config.webhook_targets = args.webhook_allow;
-            args.edge.apply(&mut config.edge);
+            args.edge.apply(&mut config.edge)?;
             let server = Embedded::start(config).await?;
             print_banner(&server);
             shutdown_signal().await;
@@ -48,6 +59,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 listen: args.listen,
                 database_url: args.database_url,
                 nats_url: args.nats_url,
+                nats_replicas: usize::from(args.nats_replicas),
                 admin_token: args.admin_token,
                 master_key: args.master_key,
                 subjects: Subjects::new(&args.subject_prefix),
@@ -61,7 +73,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Edge(args) => {
             let edge = args.edge_config()?;
             let drain = std::time::Duration::from_secs(args.drain_seconds);
-            let role = EdgeRole::start(EdgeRoleConfig { listen: args.listen, nats_url: args.nats_url, edge }).await?;
+            let role = EdgeRole::start(EdgeRoleConfig {
+                listen: args.listen,
+                nats_url: args.nats_url,
+                nats_replicas: usize::from(args.nats_replicas),
+                edge,
+            })
+            .await?;
             println!("signalbox edge listening on http://{}", role.addr());
             shutdown_signal().await;
             role.shutdown(drain).await

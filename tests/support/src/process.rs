@@ -35,12 +35,17 @@ pub struct Process {
 impl Process {
     /// Starts `command` with stdout captured (stderr goes to the test's output).
     pub fn spawn(name: &str, mut command: Command) -> Self {
-        let mut child = command
+        let child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
+        Self::adopt(name, child)
+    }
+
+    /// Takes over a child started with a piped stdout (for tests that also read its stderr).
+    pub fn adopt(name: &str, mut child: Child) -> Self {
+        let stdout = child.stdout.take().expect("adopt needs a child with a piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {

@@ -85,7 +85,8 @@ pub(crate) struct Route {
 }
 
 /// Checks the key and the message, then hands it to the routing plane — once per
-/// `Idempotency-Key`.
+/// `Idempotency-Key`. When traces are exported, this is the `publish` span, whose context
+/// the envelope carries to the edges' delivery spans.
 pub(crate) async fn publish(
     state: &ApiState,
     key: &AppKey,
@@ -93,6 +94,23 @@ pub(crate) async fn publish(
     route: Route,
     body: Publish,
     headers: &HeaderMap,
+) -> Published {
+    let span = if signalbox_bus::trace::enabled() {
+        tracing::info_span!("publish", otel.kind = "producer", app = %scope.app, subject = %route.subject, message_id = tracing::field::Empty)
+    } else {
+        tracing::Span::none()
+    };
+    tracing::Instrument::instrument(publish_in_span(state, key, scope, route, body, headers, span.clone()), span).await
+}
+
+async fn publish_in_span(
+    state: &ApiState,
+    key: &AppKey,
+    scope: &Scope,
+    route: Route,
+    body: Publish,
+    headers: &HeaderMap,
+    span: tracing::Span,
 ) -> Published {
     let app = &scope.app;
     key.require(app, KeyScope::Publish)?;
@@ -117,6 +135,7 @@ pub(crate) async fn publish(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::InvalidField { field: "exclude", reason: e.to_string() })?;
     let idempotency_key = idempotency::key(headers, app)?;
+    let (traceparent, tracestate) = signalbox_bus::trace::context_of(&span);
     let envelope = Envelope {
         app: app.to_string(),
         hub: scope.hub.to_string(),
@@ -128,10 +147,11 @@ pub(crate) async fn publish(
         id: ids::message_id(),
         position: None,
         published_at_micros: clock::unix_micros(),
-        traceparent: String::new(),
-        tracestate: String::new(),
+        traceparent,
+        tracestate,
         origin_connection: None,
     };
+    span.record("message_id", envelope.id.as_str());
     let Some(idempotency_key) = idempotency_key else {
         let accepted = deliver(state, app, envelope, route.subject, route.history, None).await?;
         return Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response());
@@ -172,6 +192,7 @@ async fn deliver(
         }
     };
     metrics::counter!("signalbox_messages_in_total", "source" => "rest").increment(1);
+    tracing::debug!(app = %app, message_id = %id, position, "message published");
     Ok(Accepted { id, position })
 }
 

@@ -222,6 +222,10 @@ pub(super) fn log_blocking(
         Err(err) => ("failed", None, 0, Some(err.to_string())),
     };
     metrics::counter!("signalbox_webhook_calls_total", "event" => event.as_str(), "outcome" => outcome).increment(1);
+    if status.is_some() {
+        metrics::histogram!("signalbox_webhook_duration_seconds", "call" => event.as_str())
+            .record(latency_ms as f64 / 1e3);
+    }
     let attempt = AttemptRecord {
         id: 0,
         webhook_id: webhook.record.id.clone(),

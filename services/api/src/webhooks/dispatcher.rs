@@ -190,6 +190,20 @@ async fn deliver_one(state: &ApiState, delivery: DeliveryRecord) {
     let given_up = outcome == "failed" && now - delivery.created_at >= GIVE_UP_AFTER_MS;
     let outcome = if given_up { "gave_up" } else { outcome };
     metrics::counter!("signalbox_webhook_deliveries_total", "outcome" => outcome).increment(1);
+    if status.is_some() {
+        metrics::histogram!("signalbox_webhook_duration_seconds", "call" => "event").record(latency_ms as f64 / 1e3);
+    }
+    tracing::info!(
+        delivery = delivery.id,
+        event_id = %delivery.event_id,
+        webhook = %delivery.webhook_id,
+        attempt,
+        outcome,
+        status,
+        latency_ms,
+        error = error.as_deref(),
+        "webhook delivery"
+    );
     let stored = if outcome == "failed" {
         state.store.retry_delivery(delivery.id, attempt, now + backoff_ms(attempt - 1)).await
     } else {

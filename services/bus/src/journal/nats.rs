@@ -55,6 +55,65 @@ impl NatsJournal {
         }
     }
 
+    /// One append: a compare-and-set on the group's last position, retried while other
+    /// appenders win the race.
+    async fn append_once(
+        &self,
+        app: &AppId,
+        retention: Retention,
+        subject: Subject,
+        payload: Bytes,
+        dedup_id: String,
+    ) -> Result<Appended, BusError> {
+        if !self.bus.is_connected() {
+            return Err(BusError::Unavailable);
+        }
+        self.ensure_configured(app, retention).await?;
+        let mut expected = self.last.lock().get(&subject).copied();
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 1 {
+                // Appenders racing on one group: spread the retries out.
+                let jitter = rand::random::<u64>() % (200 * u64::from(attempt.min(20)));
+                tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
+            }
+            let previous = match expected {
+                Some(previous) => previous,
+                None => self.last_of(app, &subject).await?,
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", dedup_id.as_str());
+            headers.insert(EXPECTED_LAST, previous.to_string().as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject.to_string(), headers, payload.clone())
+                .await
+                .map_err(|_| BusError::Unavailable)?
+                .await;
+            match ack {
+                Ok(ack) => {
+                    if !ack.duplicate {
+                        self.remember(&subject, ack.sequence);
+                    }
+                    return Ok(Appended { seq: ack.sequence, duplicate: ack.duplicate });
+                }
+                // Another appender stored a message on this group first: learn where the
+                // group is now (JetStream says so in the error), and try again after it.
+                Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
+                    expected = last_from_error(&err.to_string());
+                }
+                Err(err) if err.kind() == PublishErrorKind::StreamNotFound => {
+                    self.configured.lock().remove(app);
+                    self.ensure_configured(app, retention).await?;
+                    expected = Some(0);
+                }
+                Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => return Err(BusError::TooLarge),
+                Err(err) if err.kind() == PublishErrorKind::TimedOut => return Err(BusError::Timeout),
+                Err(err) => return Err(Self::transport(err)),
+            }
+        }
+        Err(BusError::Timeout)
+    }
+
     fn stream_name(&self, app: &AppId) -> String {
         format!("{}_HISTORY_{app}", self.subjects.resource_prefix())
     }
@@ -74,6 +133,8 @@ impl NatsJournal {
             max_messages_per_subject: i64::from(retention.max_messages),
             duplicate_window: retention.dedup_window(),
             allow_direct: true,
+            // An update with another count rescales an existing stream.
+            num_replicas: self.bus.replicas(),
             republish: Some(stream::Republish {
                 source: self.subjects.history_pattern(app).to_string(),
                 destination: self.subjects.live_pattern(app).to_string(),
@@ -151,53 +212,11 @@ impl Journal for NatsJournal {
     ) -> BoxFuture<'_, Result<Appended, BusError>> {
         let app = app.clone();
         Box::pin(async move {
-            if !self.bus.is_connected() {
-                return Err(BusError::Unavailable);
+            let appended = self.append_once(&app, retention, subject, payload, dedup_id).await;
+            if let Err(err) = &appended {
+                metrics::counter!("signalbox_history_append_errors_total", "kind" => err.label()).increment(1);
             }
-            self.ensure_configured(&app, retention).await?;
-            let mut expected = self.last.lock().get(&subject).copied();
-            for attempt in 0..MAX_ATTEMPTS {
-                if attempt > 1 {
-                    // Appenders racing on one group: spread the retries out.
-                    let jitter = rand::random::<u64>() % (200 * u64::from(attempt.min(20)));
-                    tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
-                }
-                let previous = match expected {
-                    Some(previous) => previous,
-                    None => self.last_of(&app, &subject).await?,
-                };
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", dedup_id.as_str());
-                headers.insert(EXPECTED_LAST, previous.to_string().as_str());
-                let ack = self
-                    .js
-                    .publish_with_headers(subject.to_string(), headers, payload.clone())
-                    .await
-                    .map_err(|_| BusError::Unavailable)?
-                    .await;
-                match ack {
-                    Ok(ack) => {
-                        if !ack.duplicate {
-                            self.remember(&subject, ack.sequence);
-                        }
-                        return Ok(Appended { seq: ack.sequence, duplicate: ack.duplicate });
-                    }
-                    // Another appender stored a message on this group first: learn where the
-                    // group is now (JetStream says so in the error), and try again after it.
-                    Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
-                        expected = last_from_error(&err.to_string());
-                    }
-                    Err(err) if err.kind() == PublishErrorKind::StreamNotFound => {
-                        self.configured.lock().remove(&app);
-                        self.ensure_configured(&app, retention).await?;
-                        expected = Some(0);
-                    }
-                    Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => return Err(BusError::TooLarge),
-                    Err(err) if err.kind() == PublishErrorKind::TimedOut => return Err(BusError::Timeout),
-                    Err(err) => return Err(Self::transport(err)),
-                }
-            }
-            Err(BusError::Timeout)
+            appended
         })
     }
 

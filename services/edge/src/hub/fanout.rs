@@ -6,9 +6,10 @@
 //! recipient's queue.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use signalbox_core::CloseCode;
+use signalbox_core::{CloseCode, clock};
 use signalbox_proto::native;
 use signalbox_proto::wire::{DataKind, Envelope};
 
@@ -94,6 +95,9 @@ impl Hub {
 
     /// Delivers an envelope to every member of `target`; returns how many got it.
     pub(crate) fn fan_out(&self, target: &Target, envelope: &Envelope) -> usize {
+        let span = delivery_span(envelope);
+        let _entered = span.enter();
+        let started = Instant::now();
         let excluded = self.excluded(envelope);
         let mut outgoing = Outgoing::new(envelope, target.group().map(|g| g.as_str()));
         let delivered = target.with_members(|members| {
@@ -108,7 +112,9 @@ impl Hub {
             }
             delivered
         });
-        metrics::counter!("signalbox_deliveries_total").increment(delivered as u64);
+        span.record("recipients", delivered);
+        record_fan_out(envelope, delivered, started);
+        tracing::debug!(message_id = %envelope.id, app = %envelope.app, subject = %target.subject, recipients = delivered, "message delivered");
         delivered
     }
 
@@ -117,10 +123,44 @@ impl Hub {
         if envelope.exclude.iter().any(|id| id == conn.id.as_str()) {
             return false;
         }
+        let span = delivery_span(envelope);
+        let _entered = span.enter();
+        let started = Instant::now();
         let delivered = Outgoing::new(envelope, None).send_to(conn);
-        if delivered {
-            metrics::counter!("signalbox_deliveries_total").increment(1);
-        }
+        span.record("recipients", usize::from(delivered));
+        record_fan_out(envelope, usize::from(delivered), started);
         delivered
+    }
+}
+
+/// The delivery span of a traced message: a child of the publisher's span, whose context the
+/// envelope carries across the routing plane. No span at all (not even a disabled one) for
+/// untraced messages, which is every message while traces are off.
+fn delivery_span(envelope: &Envelope) -> tracing::Span {
+    if envelope.traceparent.is_empty() || !signalbox_bus::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "deliver",
+        otel.kind = "consumer",
+        message_id = %envelope.id,
+        app = %envelope.app,
+        event = %envelope.event,
+        recipients = tracing::field::Empty,
+    );
+    signalbox_bus::trace::set_parent(&span, &envelope.traceparent, &envelope.tracestate);
+    span
+}
+
+/// Metrics of one fan-out: a message out, its deliveries, how long pushing to every local
+/// recipient took, and how long after its publication that happened.
+fn record_fan_out(envelope: &Envelope, delivered: usize, started: Instant) {
+    metrics::counter!("signalbox_messages_out_total").increment(1);
+    metrics::counter!("signalbox_deliveries_total").increment(delivered as u64);
+    metrics::histogram!("signalbox_fanout_duration_seconds").record(started.elapsed().as_secs_f64());
+    // Across nodes this includes clock skew; a publish time in the future counts as zero.
+    let lag_micros = clock::unix_micros().saturating_sub(envelope.published_at_micros);
+    if envelope.published_at_micros > 0 {
+        metrics::histogram!("signalbox_delivery_lag_seconds").record(lag_micros as f64 / 1e6);
     }
 }

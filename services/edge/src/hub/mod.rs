@@ -148,10 +148,18 @@ impl Hub {
                 return Err(Refusal::NodeFull);
             }
             *count += 1;
+            self.app_gauge(&conn.scope.app, *count);
         }
         self.connections[shard_of(&conn.id)].write().insert(conn.id.clone(), Arc::clone(conn));
         metrics::gauge!("signalbox_connections").increment(1.0);
         Ok(())
+    }
+
+    /// Sets the per-app connection gauge, for the apps the operator listed only.
+    fn app_gauge(&self, app: &AppId, count: u32) {
+        if self.config.metrics_apps.contains(app) {
+            metrics::gauge!("signalbox_app_connections", "app" => app.to_string()).set(f64::from(count));
+        }
     }
 
     pub(crate) fn connection(&self, id: &str) -> Option<Arc<Conn>> {
@@ -251,6 +259,7 @@ impl Hub {
             let mut per_app = self.per_app.lock();
             if let Some(count) = per_app.get_mut(&conn.scope.app) {
                 *count = count.saturating_sub(1);
+                self.app_gauge(&conn.scope.app, *count);
                 if *count == 0 {
                     per_app.remove(&conn.scope.app);
                 }

@@ -38,6 +38,7 @@ impl Hub {
         let subject = self.config.subjects.history(&conn.scope, group);
         let mut last = after;
         let mut continuity = None;
+        let mut replayed = 0_u64;
         loop {
             let stored = match self.journal.read(&conn.scope.app, &subject, last, PAGE).await {
                 Ok(stored) => stored,
@@ -70,6 +71,7 @@ impl Hub {
                         return outcome(false, Some("the connection closed during recovery"));
                     }
                     last = stored.position.seq;
+                    replayed += 1;
                 }
             }
             if !full {
@@ -77,8 +79,12 @@ impl Hub {
             }
         }
         conn.finish_recovery(group, last);
-        metrics::counter!("signalbox_history_replays_total").increment(1);
-        if continuity == Some(true) {
+        let recovered = continuity == Some(true);
+        metrics::counter!("signalbox_history_replays_total", "recovered" => if recovered { "true" } else { "false" })
+            .increment(1);
+        metrics::counter!("signalbox_history_replayed_messages_total").increment(replayed);
+        tracing::info!(connection = %conn.id, group = %group, after, last, replayed, recovered, "history replayed");
+        if recovered {
             outcome(true, None)
         } else {
             outcome(false, Some("messages after this position are no longer in history (retention)"))

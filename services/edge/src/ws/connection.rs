@@ -139,15 +139,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         match &exit {
             Exit::Closed { code, reason } => {
                 metrics::counter!("signalbox_disconnects_total", "code" => code.code().to_string()).increment(1);
-                tracing::debug!(connection = %self.conn.id, code = code.code(), reason, "connection closed");
+                tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, code = code.code(), reason, "connection closed");
             }
             Exit::Gone => {
                 metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
-                tracing::debug!(connection = %self.conn.id, "connection dropped by peer");
+                tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, code = 1006, "connection dropped by peer");
             }
             Exit::Io(err) => {
                 metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
-                tracing::debug!(connection = %self.conn.id, error = %err, "connection failed");
+                tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, code = 1006, error = %err, "connection failed");
             }
         }
     }

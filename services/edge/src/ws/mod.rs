@@ -384,7 +384,7 @@ where
             conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
         }
     }
-    tracing::debug!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
+    tracing::info!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
     let session = Session::new(Arc::clone(&edge), Arc::clone(&conn), permissions);
     let connection = Connection::new(io, &prefix, conn, Arc::clone(&edge), Handler::Native(session));
     drop(prefix);
