@@ -403,6 +403,8 @@ describe("bad input", () => {
     assert.equal((await newer).status, 204, "the poll in flight ends when the connection does");
     const late = await fetch(url, { method: "POST", headers: auth, body: `{"type":6}${RS}` });
     assert.equal(late.status, 404);
+    const reopen = await fetch(url, { headers: auth });
+    assert.equal(reopen.status, 404, "the ended connection is not opened again by its token");
     // Another user's token cannot use the connection token.
     const other = appClient.signToken({ userId: "eve" });
     assert.equal((await fetch(url, { headers: { authorization: `Bearer ${other}` } })).status, 403);

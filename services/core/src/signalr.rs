@@ -25,6 +25,19 @@ pub struct ConnectionTokenClaims {
     pub hub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// When negotiate issued it (Unix seconds): a connection may be opened with it only for
+    /// [`OPEN_WITHIN_SECONDS`], so an ended connection cannot be brought back with an old token.
+    pub iat: u64,
+}
+
+/// How long after negotiate a connection token may open its connection.
+pub const OPEN_WITHIN_SECONDS: u64 = 120;
+
+impl ConnectionTokenClaims {
+    /// Whether the token may still open its connection at `now` (Unix seconds).
+    pub fn may_open(&self, now: u64) -> bool {
+        now.saturating_sub(self.iat) <= OPEN_WITHIN_SECONDS && self.iat <= now + LEEWAY_SECONDS
+    }
 }
 
 /// Signs a connection token with the key that signed the client's access token.
@@ -158,7 +171,9 @@ mod tests {
             cid: ConnectionId::generate_signalr(),
             hub: "chat".into(),
             sub: Some("alice".into()),
+            iat: unix_seconds(),
         };
+        assert!(claims.may_open(claims.iat + 60) && !claims.may_open(claims.iat + OPEN_WITHIN_SECONDS + 1));
         let token = sign_connection_token(&claims, &KeyId::generate(), b"secret");
         assert_eq!(verify_connection_token(&token, b"secret"), Ok(claims));
         assert_eq!(verify_connection_token(&token, b"other"), Err(TokenError::BadSignature));

@@ -70,6 +70,7 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
         }
         metrics::counter!("signalbox_heartbeat_pings_total").increment(pinged);
         edge.hub.retire_idle_targets();
+        crate::signalr::purge_ended(&edge);
     }
 }
 

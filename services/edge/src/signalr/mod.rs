@@ -51,6 +51,40 @@ pub(crate) struct Registry {
     http: Mutex<HashMap<ConnectionId, Arc<HttpConnection>>>,
     /// The subscription of each SignalR connection's own subject.
     routes: Mutex<HashMap<ConnKey, (Subject, SubscriptionId)>>,
+    /// Connections that ended here, still subscribed while their connection token could open
+    /// them again: requests for them are answered "gone" instead of opening a new connection.
+    ended: Mutex<HashMap<ConnectionId, Ended>>,
+}
+
+#[derive(Debug)]
+struct Ended {
+    at: std::time::Instant,
+    subject: Subject,
+    subscription: SubscriptionId,
+}
+
+impl Registry {
+    /// Whether a connection of this id ended here recently.
+    pub(crate) fn has_ended(&self, id: &str) -> bool {
+        self.ended.lock().contains_key(id)
+    }
+}
+
+/// Drops the tombstones of connections that ended longer ago than a connection token may open
+/// one (the sweeper calls this).
+pub(crate) fn purge_ended(edge: &EdgeState) {
+    let window = std::time::Duration::from_secs(tokens::OPEN_WITHIN_SECONDS + signalbox_core::token::LEEWAY_SECONDS);
+    let mut expired = Vec::new();
+    edge.signalr.ended.lock().retain(|_, ended| {
+        let keep = ended.at.elapsed() < window;
+        if !keep {
+            expired.push((ended.subject.clone(), ended.subscription));
+        }
+        keep
+    });
+    for (subject, subscription) in expired {
+        edge.hub.interest_for(&subject).unsubscribe(subscription);
+    }
 }
 
 /// Starts an admitted SignalR connection: its own subject is subscribed (so requests other
@@ -92,8 +126,12 @@ pub(crate) fn forget(edge: &EdgeState, conn: &Conn) {
     if !conn.format().is_signalr() {
         return;
     }
-    if let Some((subject, id)) = edge.signalr.routes.lock().remove(&conn.key) {
-        edge.hub.interest_for(&subject).unsubscribe(id);
+    // The subject stays subscribed for a while, to answer for the ended connection.
+    if let Some((subject, subscription)) = edge.signalr.routes.lock().remove(&conn.key) {
+        let ended = Ended { at: std::time::Instant::now(), subject, subscription };
+        if let Some(replaced) = edge.signalr.ended.lock().insert(conn.id.clone(), ended) {
+            edge.hub.interest_for(&replaced.subject).unsubscribe(replaced.subscription);
+        }
     }
     let mut http = edge.signalr.http.lock();
     if http.get(&conn.id).is_some_and(|h| h.conn.key == conn.key) {

@@ -84,6 +84,7 @@ pub(super) async fn negotiate(
             cid: id.clone(),
             hub: hub.to_string(),
             sub: authorized.claims.sub.as_ref().map(ToString::to_string),
+            iat: signalbox_core::clock::unix_seconds(),
         };
         let token = sign_connection_token(&claims, &authorized.key_id, &authorized.key.secret);
         json!({"negotiateVersion": 1, "connectionId": id, "connectionToken": token, "availableTransports": transports})

@@ -114,6 +114,8 @@ struct Addressed {
     authorized: Authorized,
     scope: Scope,
     id: ConnectionId,
+    /// The connection token may still open the connection (always for a bare v0 id).
+    may_open: bool,
 }
 
 fn no_connection() -> Response {
@@ -142,12 +144,15 @@ async fn address(edge: &EdgeState, query: &TransportQuery, headers: &HeaderMap) 
             let detail = "the connection token was issued to another app, hub or user";
             return Err(Box::new(problem(StatusCode::FORBIDDEN, "wrong-connection", detail)));
         }
-        claims.cid
+        let may_open = claims.may_open(signalbox_core::clock::unix_seconds());
+        (claims.cid, may_open)
     } else {
         // negotiateVersion 0: the bare id; the holding edge checks the user.
-        ConnectionId::new(raw_id).ok().filter(ConnectionId::is_signalr).ok_or_else(|| Box::new(no_connection()))?
+        let id = ConnectionId::new(raw_id).ok().filter(ConnectionId::is_signalr);
+        (id.ok_or_else(|| Box::new(no_connection()))?, true)
     };
-    Ok(Addressed { authorized, scope: Scope { app, hub }, id })
+    let (id, may_open) = id;
+    Ok(Addressed { authorized, scope: Scope { app, hub }, id, may_open })
 }
 
 fn local(edge: &EdgeState, addressed: &Addressed) -> Option<Arc<HttpConnection>> {
@@ -172,7 +177,7 @@ async fn open(
     format: WireFormat,
     handshake: &Handshake,
 ) -> Result<crate::ws::Admitted, CloseRequest> {
-    let Addressed { authorized, scope, id } = addressed;
+    let Addressed { authorized, scope, id, .. } = addressed;
     ws::admit(edge, authorized, Admission { scope, id, format, wanted: Vec::new(), handshake }).await
 }
 
@@ -216,6 +221,9 @@ pub(crate) async fn get(
         if edge.hub.connection(addressed.id.as_str()).is_some() {
             return problem(StatusCode::CONFLICT, "connection-in-use", "this connection already has a transport");
         }
+        if !addressed.may_open || edge.signalr.has_ended(addressed.id.as_str()) {
+            return no_connection();
+        }
         let admitted = open(&edge, addressed, WireFormat::SignalRWebSocket, &handshake).await;
         return ws::accept_upgrade(edge, on_upgrade, accept, false, admitted.map(Started::SignalR));
     }
@@ -241,6 +249,10 @@ pub(crate) async fn get(
 
 /// The first long poll: opens the connection here and returns at once.
 async fn start_long_polling(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Handshake) -> Response {
+    // An old connection token cannot bring back a connection that ended.
+    if !addressed.may_open || edge.signalr.has_ended(addressed.id.as_str()) {
+        return no_connection();
+    }
     if edge.draining() {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
     }
@@ -481,6 +493,7 @@ pub(super) async fn answer_forwarded(edge: Arc<EdgeState>, reply_to: Option<Repl
         .filter(|h| h.conn.scope.app.as_str() == request.app)
         .cloned();
     let (status, body) = match http {
+        // Ended here a moment ago (and still answering for it), or never here.
         None => (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID")),
         Some(http) => {
             let user = request.user.as_deref();
@@ -506,6 +519,9 @@ async fn event_stream(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Ha
     }
     if edge.hub.connection(addressed.id.as_str()).is_some() {
         return problem(StatusCode::CONFLICT, "connection-in-use", "this connection already has a transport");
+    }
+    if !addressed.may_open || edge.signalr.has_ended(addressed.id.as_str()) {
+        return no_connection();
     }
     let admitted = match open(&edge, addressed, WireFormat::SignalRServerSentEvents, handshake).await {
         Ok(admitted) => admitted,
