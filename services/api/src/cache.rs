@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use signalbox_core::{AppId, KeyId, WebhookEvent, WebhookEvents, WebhookId};
-use signalbox_store::{AppRecord, KeyRecord, Store, WebhookRecord};
+use signalbox_store::{AppRecord, KeyRecord, PageRequest, Store, WebhookRecord};
 
 use crate::crypto::MasterKey;
 use crate::error::ApiError;
@@ -54,7 +54,15 @@ pub(crate) struct Cache {
     apps: Mutex<HashMap<AppId, (Instant, Arc<AppRecord>)>>,
     webhooks: Mutex<HashMap<AppId, (Instant, Arc<AppWebhooks>)>>,
     webhooks_by_id: Mutex<HashMap<WebhookId, (Instant, Arc<OpenWebhook>)>>,
+    /// Each app's live keys as access keys (`{key_id}.{secret}`), for SignalR upstream signatures.
+    access_keys: Mutex<HashMap<AppId, (Instant, AccessKeys)>>,
 }
+
+/// An app's access keys, `{key_id}.{secret}` each.
+pub(crate) type AccessKeys = Arc<Vec<Vec<u8>>>;
+
+/// The most keys of an app an upstream signature is made with.
+const MAX_SIGNING_KEYS: u32 = 200;
 
 impl Cache {
     pub(crate) fn new(ttl: Duration) -> Self {
@@ -65,6 +73,7 @@ impl Cache {
             apps: Mutex::default(),
             webhooks: Mutex::default(),
             webhooks_by_id: Mutex::default(),
+            access_keys: Mutex::default(),
         }
     }
 
@@ -75,6 +84,7 @@ impl Cache {
             self.apps.lock().clear();
             self.webhooks.lock().clear();
             self.webhooks_by_id.lock().clear();
+            self.access_keys.lock().clear();
         }
     }
 
@@ -155,8 +165,40 @@ impl Cache {
         Ok(Some(webhook))
     }
 
+    /// The app's live keys as Azure's SDKs hold them, `{key_id}.{secret}` (a new key is used
+    /// once the entry ages out; a revoked one is dropped at once with the announcement).
+    pub(crate) async fn access_keys(
+        &self,
+        store: &Store,
+        master: &MasterKey,
+        app: &AppId,
+    ) -> Result<AccessKeys, ApiError> {
+        if let Some((at, keys)) = self.access_keys.lock().get(app)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Arc::clone(keys));
+        }
+        let page = store.list_keys(app, &PageRequest::first(MAX_SIGNING_KEYS)).await?;
+        let mut keys = Vec::new();
+        for record in page.items.into_iter().filter(|k| k.revoked_at.is_none()) {
+            let secret = master.unseal(&record.secret_sealed, record.id.as_str()).map_err(|err| {
+                tracing::error!(key = %record.id, error = %err, "cannot open a key secret: is the master key right?");
+                ApiError::Internal("cannot open a key secret")
+            })?;
+            let mut access_key = record.id.as_str().as_bytes().to_vec();
+            access_key.push(b'.');
+            access_key.extend_from_slice(&secret);
+            keys.push(access_key);
+        }
+        let keys = Arc::new(keys);
+        self.access_keys.lock().insert(app.clone(), (Instant::now(), Arc::clone(&keys)));
+        Ok(keys)
+    }
+
     pub(crate) fn forget_key(&self, id: &KeyId) {
         self.keys.lock().remove(id);
+        // The announcement names the key, not its app: every app's list is re-read.
+        self.access_keys.lock().clear();
     }
 
     pub(crate) fn forget_app(&self, app: &AppId) {
@@ -164,6 +206,7 @@ impl Cache {
         self.keys.lock().retain(|_, (_, key)| &key.record.app_id != app);
         self.webhooks.lock().remove(app);
         self.webhooks_by_id.lock().retain(|_, (_, webhook)| &webhook.record.app_id != app);
+        self.access_keys.lock().remove(app);
     }
 }
 

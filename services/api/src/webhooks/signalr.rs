@@ -15,16 +15,12 @@ use serde_json::value::RawValue;
 use signalbox_core::{AppId, WebhookEvent, clock, ids};
 use signalbox_proto::signalr::RECORD_SEPARATOR;
 use signalbox_proto::wire::{ApiAnswer, ApiFailure, ApiFailureKind, ClientEventRequest};
-use signalbox_store::PageRequest;
 
 use super::blocking::log_blocking;
 use super::client::{Call, CallError};
 use super::signing;
 use crate::ApiState;
 use crate::cache::OpenWebhook;
-
-/// The access keys an upstream signature is made with: every live key of the app.
-const MAX_SIGNING_KEYS: u32 = 200;
 
 #[derive(Deserialize)]
 struct Completion<'a> {
@@ -33,21 +29,6 @@ struct Completion<'a> {
     #[serde(borrow)]
     result: Option<&'a RawValue>,
     error: Option<String>,
-}
-
-/// The app's live access keys as the Azure SDKs hold them: `{key_id}.{secret}`.
-async fn access_keys(state: &ApiState, app: &AppId) -> Vec<Vec<u8>> {
-    let Ok(page) = state.store.list_keys(app, &PageRequest::first(MAX_SIGNING_KEYS)).await else { return Vec::new() };
-    let mut keys = Vec::new();
-    for record in page.items.iter().filter(|k| k.revoked_at.is_none()) {
-        if let Ok(Some(key)) = state.cache.key(&state.store, &state.master_key, &record.id).await {
-            let mut access_key = record.id.as_str().as_bytes().to_vec();
-            access_key.push(b'.');
-            access_key.extend_from_slice(&key.secret);
-            keys.push(access_key);
-        }
-    }
-    keys
 }
 
 fn url_for(template: &str, hub: &str, event: &str) -> String {
@@ -91,12 +72,19 @@ pub(super) async fn invoke(
         message["invocationId"] = serde_json::Value::String(id.clone());
     }
     let body = serde_json::to_vec(&message).unwrap_or_default();
+    let access_keys = match state.cache.access_keys(&state.store, &state.master_key, app).await {
+        Ok(keys) => keys,
+        Err(err) => {
+            tracing::error!(app = %app, error = %err, "cannot load the app's keys to sign an upstream call");
+            return failure("the upstream call cannot be signed right now; retry");
+        }
+    };
     let mut headers = vec![
         ("x-asrs-connection-id", request.connection_id.clone()),
         ("x-asrs-hub", request.hub.clone()),
         ("x-asrs-category", "messages".to_owned()),
         ("x-asrs-event", request.event.clone()),
-        ("x-asrs-signature", signing::asrs_signature(&access_keys(state, app).await, &request.connection_id)),
+        ("x-asrs-signature", signing::asrs_signature(&access_keys, &request.connection_id)),
     ];
     if let Some(user) = &request.user {
         headers.push(("x-asrs-user-id", user.clone()));
