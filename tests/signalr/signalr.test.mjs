@@ -289,6 +289,32 @@ test("the client reconnects by itself after the node it was on restarts", async 
   }
 });
 
+test("pings: none before the handshake's answer, then Ping messages on their own", async () => {
+  const fast = await Signalbox.start({ extraArgs: ["--heartbeat-seconds", "2"] });
+  try {
+    const { appClient: client } = await createApp(fast);
+    const token = client.signToken({ userId: "pinged" });
+    const negotiated = await fetch(`${fast.url}/client/negotiate?hub=chat&negotiateVersion=1`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+    }).then((r) => r.json());
+    const url = `${fast.url.replace("http", "ws")}/client/?hub=chat&id=${encodeURIComponent(negotiated.connectionToken)}&access_token=${token}`;
+    const socket = new WebSocket(url);
+    const messages = [];
+    socket.on("message", (data) => messages.push(data.toString()));
+    await withDeadline(new Promise((resolve) => socket.on("open", resolve)), "the socket to open");
+    // Several ping periods pass before the handshake: nothing may be sent meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    assert.deepEqual(messages, []);
+    socket.send(`{"protocol":"json","version":1}${RS}`);
+    await eventually(() => messages.some((m) => m.includes('"type":6')), "a Ping message");
+    assert.equal(messages[0], `{}${RS}`, "the handshake's answer comes first");
+    socket.close();
+  } finally {
+    await fast.dispose();
+  }
+});
+
 describe("bad input", () => {
   /** Negotiates by hand; returns the connection token. */
   async function negotiate(token, hub = "chat") {

@@ -13,12 +13,19 @@ use crate::EdgeState;
 use crate::outbox::CloseRequest;
 use crate::ws::codec;
 
+/// The longest a SignalR connection goes without a Ping.
+const SIGNALR_PING_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
+
 pub(crate) async fn run(edge: Arc<EdgeState>) {
     let heartbeat = edge.hub.config.heartbeat_interval;
     // Several ticks per interval so pings are spread out, but never faster than 20 per second.
     let tick = (heartbeat / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let buckets = u64::try_from((heartbeat.as_millis() / tick.as_millis()).max(1)).unwrap_or(1);
     let idle_secs = u32::try_from(edge.hub.config.idle_timeout().as_secs().max(1)).unwrap_or(u32::MAX);
+    // SignalR clients give up after 30 s without a message and expect one at least every 15 s:
+    // they get a Ping every half interval, and at least every 10 s, in ticks.
+    let signalr_period = (heartbeat / 2).min(SIGNALR_PING_AT_LEAST_EVERY);
+    let signalr_step = u64::try_from((signalr_period.as_millis() / tick.as_millis()).max(1)).unwrap_or(1);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
@@ -51,10 +58,8 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
                     timed_out += 1;
                 }
             } else if conn.format().is_signalr() {
-                // SignalR clients time out after 30 s without a message and expect one at
-                // least every 15 s: a Ping message twice per interval (none before the
-                // handshake's answer, which must come first).
-                let due = conn.key % buckets == bucket || (conn.key + buckets / 2) % buckets == bucket;
+                // None before the handshake's answer, which must come first.
+                let due = conn.key.wrapping_add(round).is_multiple_of(signalr_step);
                 if due && conn.is_open() {
                     conn.send(&conn.format().hub_protocol().encode_ping());
                     pinged += 1;
