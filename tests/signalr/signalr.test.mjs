@@ -289,6 +289,39 @@ test("the client reconnects by itself after the node it was on restarts", async 
   }
 });
 
+test("a connect webhook that renames the user: the long-polling client keeps working with its own token", async () => {
+  const renamer = createServer((request, response) => {
+    request.resume();
+    request.on("end", () => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify({ user_id: "renamed" }));
+    });
+  });
+  await new Promise((resolve) => renamer.listen(0, "127.0.0.1", resolve));
+  const created = await createApp(server);
+  await created.management.createWebhook(created.app, {
+    url: `http://127.0.0.1:${renamer.address().port}/connect`,
+    events: ["connect"],
+  });
+  const otherKey = created.key.credential;
+  const connection = hubConnection(HttpTransportType.LongPolling, () => created.appClient.signToken({ userId: "original" }));
+  try {
+    await connection.start();
+    const received = nextInvocation(connection, "toRenamed");
+    const url = `${server.url}/api/hubs/chat/users/renamed/:send`;
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${azureToken(url, otherKey)}`, "content-type": "application/json" },
+      body: JSON.stringify({ target: "toRenamed", arguments: ["hi"] }),
+    });
+    assert.equal(response.status, 202);
+    assert.deepEqual(await received, ["hi"], "the connection is the renamed user's, and its polls still work");
+  } finally {
+    await connection.stop();
+    renamer.close();
+  }
+});
+
 test("pings: none before the handshake's answer, then Ping messages on their own", async () => {
   const fast = await Signalbox.start({ extraArgs: ["--heartbeat-seconds", "2"] });
   try {

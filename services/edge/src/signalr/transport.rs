@@ -63,6 +63,9 @@ pub(crate) struct TransportQuery {
 #[derive(Debug)]
 pub(crate) struct HttpConnection {
     pub(super) conn: Arc<Conn>,
+    /// The user of the token that opened it (the `connect` webhook may have changed the
+    /// connection's user): every later request must carry a token of this user.
+    token_user: Option<String>,
     session: tokio::sync::Mutex<SignalRSession>,
     /// Bumped by every poll: a waiting poll that sees a newer one ends with `204`.
     polls: tokio::sync::watch::Sender<u64>,
@@ -75,10 +78,11 @@ pub(crate) struct HttpConnection {
 }
 
 impl HttpConnection {
-    fn new(edge: &EdgeState, session: SignalRSession) -> Arc<Self> {
+    fn new(edge: &EdgeState, session: SignalRSession, token_user: Option<String>) -> Arc<Self> {
         let conn = session.conn();
         Arc::new(Self {
             conn,
+            token_user,
             session: tokio::sync::Mutex::new(session),
             polls: tokio::sync::watch::Sender::new(0),
             polling: AtomicU32::new(0),
@@ -167,7 +171,7 @@ fn reply(status: StatusCode, body: Bytes) -> Response {
 }
 
 fn same_user(http: &HttpConnection, user: Option<&str>) -> bool {
-    http.conn.user.as_ref().map(|u| u.as_str()) == user
+    http.token_user.as_deref() == user
 }
 
 /// Admits a connection on `format` (limits, `connect` webhook, groups).
@@ -256,17 +260,18 @@ async fn start_long_polling(edge: Arc<EdgeState>, addressed: Addressed, handshak
     if edge.draining() {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
     }
+    let token_user = addressed.authorized.claims.sub.as_ref().map(ToString::to_string);
     let admitted = match open(&edge, addressed, WireFormat::SignalRLongPolling, handshake).await {
         Ok(admitted) => admitted,
         Err(request) => return refusal(&request),
     };
-    let http = register(&edge, start(&edge, admitted).await);
+    let http = register(&edge, start(&edge, admitted).await, token_user);
     tokio::spawn(reap(Arc::clone(&edge), http));
     reply(StatusCode::OK, Bytes::new())
 }
 
-fn register(edge: &EdgeState, session: SignalRSession) -> Arc<HttpConnection> {
-    let http = HttpConnection::new(edge, session);
+fn register(edge: &EdgeState, session: SignalRSession, token_user: Option<String>) -> Arc<HttpConnection> {
+    let http = HttpConnection::new(edge, session, token_user);
     edge.signalr.http.lock().insert(http.conn.id.clone(), Arc::clone(&http));
     http
 }
@@ -523,11 +528,12 @@ async fn event_stream(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Ha
     if !addressed.may_open || edge.signalr.has_ended(addressed.id.as_str()) {
         return no_connection();
     }
+    let token_user = addressed.authorized.claims.sub.as_ref().map(ToString::to_string);
     let admitted = match open(&edge, addressed, WireFormat::SignalRServerSentEvents, handshake).await {
         Ok(admitted) => admitted,
         Err(request) => return refusal(&request),
     };
-    let http = register(&edge, start(&edge, admitted).await);
+    let http = register(&edge, start(&edge, admitted).await, token_user);
     let stream = EventStream { edge, http, started: false, done: false };
     let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
