@@ -180,7 +180,12 @@ async fn a_nats_restart_loses_no_subscription_and_publishes_fail_loudly_meanwhil
     })
     .await;
     for connection in [&mut a, &mut b] {
-        let got = next_message(connection).await;
+        // A publish NATS did not confirm (503: the client library had buffered it as the
+        // connection dropped) may still go out once it is back: the contract says so.
+        let mut got = next_message(connection).await;
+        while got.event == "e" {
+            got = next_message(connection).await;
+        }
         assert_eq!(got.event, "probe");
     }
     app.backend.send_to_user(&app.id, "yan", &Message::new("to-user", json!(1))).await.expect("user");
@@ -199,7 +204,13 @@ async fn a_nats_restart_loses_no_subscription_and_publishes_fail_loudly_meanwhil
         assert!(value(&text, "signalbox_bus_reconnects_total", &[]) >= 1.0, "{text}");
     }
     let api = cluster.api.metrics().await;
-    assert!(value(&api, "signalbox_bus_publish_errors_total", &[("kind", "unavailable")]) >= 1.0, "{api}");
+    // Refused outright (`unavailable`), or taken by the client library but not confirmed in time
+    // as the connection dropped (`timeout`).
+    let refused = ["unavailable", "timeout"]
+        .into_iter()
+        .map(|kind| value(&api, "signalbox_bus_publish_errors_total", &[("kind", kind)]))
+        .sum::<f64>();
+    assert!(refused >= 1.0, "{api}");
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@
 //!   current subscriber of the subject receives it at most once. Messages from one publisher
 //!   on one subject arrive in the order they were published. `Err(Unavailable)` means the
 //!   message certainly went nowhere and the caller must say so (REST answers 503).
+//!   `Err(Timeout)` means the plane did not confirm it in time (NATS went away mid-publish):
+//!   it may still go out when the connection returns, so the caller answers 503 as well and a
+//!   retry needs an idempotency key to be safe.
 //! - **interest** is explicit: a node receives a subject's messages only between
 //!   [`Interest::subscribe`] and [`Interest::unsubscribe`]. Subscribing returns once the
 //!   subscription is in place, so a message published after `subscribe` returned reaches it.

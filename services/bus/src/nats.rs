@@ -66,6 +66,8 @@ pub struct NatsBus {
 
 /// How often the round trip to NATS is measured for `signalbox_nats_rtt_seconds`.
 const RTT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a publish waits for NATS to take it.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Measures the round trip to the server every [`RTT_INTERVAL`] while connected (a request the server
 /// answers with "no responders": one full trip through it, as a publish with history or a
@@ -225,7 +227,12 @@ impl Bus for NatsBus {
                     async_nats::client::PublishErrorKind::Send => BusError::Unavailable,
                 })
                 .map_err(publish_failed)?;
-            self.client.flush().await.map_err(|_| publish_failed(BusError::Unavailable))
+            // A flush waits for the connection: while NATS is away it would wait until it is
+            // back. Bounded, so the caller can answer (503) instead of hanging.
+            match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
+                Ok(flushed) => flushed.map_err(|_| publish_failed(BusError::Unavailable)),
+                Err(_) => Err(publish_failed(BusError::Timeout)),
+            }
         })
     }
 

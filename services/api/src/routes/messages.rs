@@ -4,8 +4,9 @@
 //! in the target at that moment, at most once, in publish order per publisher. For a group
 //! with history it also means the message is stored (its `position` is in the answer) and
 //! recoverable by every member that reconnects within the retention window. A `503` with
-//! `Retry-After` means it went nowhere and may be retried — with the same `Idempotency-Key`,
-//! so that a retry of a request that did go through is not published twice.
+//! `Retry-After` means it was not taken (almost always: it went nowhere) and may be retried —
+//! with the same `Idempotency-Key`, so that a retry of a request that did go through is not
+//! published twice.
 
 use std::sync::Arc;
 
