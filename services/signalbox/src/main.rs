@@ -99,6 +99,7 @@ fn print_banner(server: &Embedded) {
     println!("  REST API   {http}/v1");
     println!("  API docs   {http}/docs");
     println!("  WebSocket  {}?access_token=CLIENT_TOKEN", server.ws_url());
+    println!("  SignalR    {http}/client/?hub=HUB   (Azure SignalR REST: {http}/api/…; docs/signalr.md)");
     println!("  Health     {http}/healthz  {http}/readyz  {http}/metrics");
     println!("  Data       {}", server.data_dir().display());
     println!();
