@@ -18,7 +18,7 @@ use crate::error::ApiError;
 /// Tenant management tokens start with this, so a token's kind is known without a lookup.
 pub(crate) const TENANT_TOKEN_PREFIX: &str = "sbt_";
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     parts
         .headers
         .get(header::AUTHORIZATION)

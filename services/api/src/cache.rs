@@ -185,10 +185,7 @@ impl Cache {
                 tracing::error!(key = %record.id, error = %err, "cannot open a key secret: is the master key right?");
                 ApiError::Internal("cannot open a key secret")
             })?;
-            let mut access_key = record.id.as_str().as_bytes().to_vec();
-            access_key.push(b'.');
-            access_key.extend_from_slice(&secret);
-            keys.push(access_key);
+            keys.push(signalbox_core::signalr::access_key(&record.id, &secret));
         }
         let keys = Arc::new(keys);
         self.access_keys.lock().insert(app.clone(), (Instant::now(), Arc::clone(&keys)));

@@ -92,6 +92,16 @@ pub fn has_app_claim(token: &str) -> bool {
         .is_some_and(|claims| claims.app.is_some())
 }
 
+/// An app key as Azure's SDKs hold it (the connection string's `AccessKey`): `{key_id}.{secret}`,
+/// which is the HMAC key of Azure-style tokens and of upstream signatures.
+pub fn access_key(key_id: &KeyId, secret: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(key_id.as_str().len() + 1 + secret.len());
+    key.extend_from_slice(key_id.as_str().as_bytes());
+    key.push(b'.');
+    key.extend_from_slice(secret);
+    key
+}
+
 /// The claims Signalbox reads from an Azure SignalR-style token.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AzureClaims {

@@ -19,7 +19,7 @@ use axum::routing::{delete, head, post, put};
 use http::request::Parts;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use signalbox_core::signalr::{peek_key_id, verify_azure};
+use signalbox_core::signalr::{access_key, peek_key_id, verify_azure};
 use signalbox_core::token::TokenError;
 use signalbox_core::{CloseCode, ConnectionId, GroupName, HubName, KeyScope, Scope, UserId, clock};
 use signalbox_proto::wire::{CloseOp, ControlOp, PresenceQuery, Target};
@@ -48,10 +48,7 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
             "/api/v1/hubs/{hub}/groups/{group}/connections/{connection}",
             put(add_connection_to_group).delete(remove_connection_from_group),
         )
-        .route(
-            "/api/v1/hubs/{hub}/groups/{group}/users/{user}",
-            put(v1_add_user_to_group).delete(v1_remove_user_from_group),
-        )
+        .route("/api/v1/hubs/{hub}/groups/{group}/users/{user}", put(add_user_to_group).delete(remove_user_from_group))
         .route(
             "/api/v1/hubs/{hub}/users/{user}/groups/{group}",
             put(add_user_to_group).delete(remove_user_from_group).head(user_in_group),
@@ -91,13 +88,7 @@ impl FromRequestParts<Arc<ApiState>> for AzureKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(ApiError::Unauthorized("missing bearer token (Authorization: Bearer <JWT>)"))?;
+        let token = crate::auth::bearer(parts)?;
         let invalid = |err: TokenError| {
             tracing::debug!(error = %err, "refused an Azure SignalR REST token");
             match err {
@@ -116,10 +107,7 @@ impl FromRequestParts<Arc<ApiState>> for AzureKey {
         if key.record.revoked_at.is_some() {
             return Err(ApiError::Unauthorized("this app key has been revoked"));
         }
-        let mut access_key = key_id.as_str().as_bytes().to_vec();
-        access_key.push(b'.');
-        access_key.extend_from_slice(&key.secret);
-        verify_azure(token, &access_key, parts.uri.path()).map_err(invalid)?;
+        verify_azure(token, &access_key(&key_id, &key.secret), parts.uri.path()).map_err(invalid)?;
         let app = key.record.app_id.clone();
         Ok(Self { key: AppKey(key), app })
     }
@@ -593,26 +581,7 @@ async fn add_user_to_group(
     join_user(&state, &scope, &user_id(&path.user)?, &group_name(&path.group)?, query.ttl).await
 }
 
-async fn v1_add_user_to_group(
-    State(state): State<Arc<ApiState>>,
-    key: AzureKey,
-    Path(path): Path<UserGroupPath>,
-    Query(query): Query<TtlQuery>,
-) -> Result<StatusCode, ApiError> {
-    let scope = key.scope(&path.hub, KeyScope::Groups)?;
-    join_user(&state, &scope, &user_id(&path.user)?, &group_name(&path.group)?, query.ttl).await
-}
-
 async fn remove_user_from_group(
-    State(state): State<Arc<ApiState>>,
-    key: AzureKey,
-    Path(path): Path<UserGroupPath>,
-) -> Result<StatusCode, ApiError> {
-    let scope = key.scope(&path.hub, KeyScope::Groups)?;
-    leave_user(&state, &scope, &user_id(&path.user)?, &group_name(&path.group)?).await
-}
-
-async fn v1_remove_user_from_group(
     State(state): State<Arc<ApiState>>,
     key: AzureKey,
     Path(path): Path<UserGroupPath>,

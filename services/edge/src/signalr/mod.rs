@@ -174,10 +174,7 @@ pub(crate) async fn authenticate(edge: &EdgeState, token: Option<&str>) -> Resul
     if key.revoked {
         return Err(TokenError::KeyRevoked.into());
     }
-    let mut access_key = key_id.as_str().as_bytes().to_vec();
-    access_key.push(b'.');
-    access_key.extend_from_slice(&key.secret);
-    let azure = tokens::verify_azure(token, &access_key, "/client")?;
+    let azure = tokens::verify_azure(token, &tokens::access_key(&key_id, &key.secret), "/client")?;
     let sub = azure
         .user()
         .map(UserId::new)
