@@ -123,7 +123,13 @@ impl Embedded {
 
         let local = LocalBus::new();
         let subjects = config.edge.subjects.clone();
-        let journal: Arc<dyn Journal> = Arc::new(LocalJournal::new(local.clone(), subjects.clone()));
+        // History beside the database, so a restart keeps it (and every position).
+        let history = data_dir.join("history.db");
+        let journal: Arc<dyn Journal> = Arc::new(
+            LocalJournal::open(local.clone(), subjects.clone(), &history)
+                .await
+                .with_context(|| format!("cannot open the history file {}", history.display()))?,
+        );
         let bus: Arc<dyn Bus> = Arc::new(local);
         let events: Arc<dyn EventQueue> = Arc::new(LocalEventQueue::new());
         let plane = Plane {
