@@ -5,6 +5,8 @@
 #   2. starts a private PostgreSQL cluster on its own port and directory (installing
 #      PostgreSQL from Debian if it is missing), unless one of ours is already running;
 #   3. runs every test of the workspace (cargo nextest when available, else cargo test);
+#   3b. fuzzes the REST API against its own /openapi.json with Schemathesis (PyPI, into
+#      .cache/ once; scripts/api-fuzz.sh); SIGNALBOX_TEST_FUZZ=0 skips this step;
 #   4. tests the Helm chart and lints the Dockerfile without a cluster (scripts/chart-test.sh:
 #      helm, kubernetes-validate and hadolint installed into .cache/ once, then a few
 #      seconds); SIGNALBOX_TEST_CHART=0 skips this step;
@@ -91,6 +93,17 @@ else
   cargo test --workspace --no-fail-fast "$@" || CARGO_STATUS=$?
 fi
 
+# --- 3b. the REST API against its OpenAPI document (Schemathesis) ---------------------
+FUZZ_STATUS=0
+if [ "${SIGNALBOX_TEST_FUZZ:-1}" = "0" ]; then
+  log "SIGNALBOX_TEST_FUZZ=0: skipping the API fuzzing"
+else
+  [ -x "${CARGO_TARGET_DIR:-$ROOT/target}/debug/signalbox" ] || cargo build -p signalbox
+  log "fuzzing the REST API against /openapi.json (scripts/api-fuzz.sh)"
+  "$ROOT/scripts/api-fuzz.sh" || FUZZ_STATUS=$?
+  [ "$FUZZ_STATUS" -eq 0 ] || log "the API fuzzing found failures (exit $FUZZ_STATUS)"
+fi
+
 # --- 4. the Helm chart and the Dockerfile (quick: a few seconds once installed) --------
 CHART_STATUS=0
 if [ "${SIGNALBOX_TEST_CHART:-1}" = "0" ]; then
@@ -104,7 +117,7 @@ fi
 # --- 5. the TypeScript SDK and the chat demo ------------------------------------------
 if [ "${SIGNALBOX_TEST_JS:-1}" = "0" ]; then
   log "SIGNALBOX_TEST_JS=0: skipping the TypeScript tests"
-  [ "$CARGO_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ]
+  [ "$CARGO_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ] && [ "$FUZZ_STATUS" -eq 0 ]
   exit
 fi
 # The cargo phase built the binary (the signalbox crate has integration tests); build it only
@@ -133,4 +146,4 @@ JS_STATUS=0
 node --test sdk/js/test/*.test.mjs examples/chat/test/*.test.mjs tests/signalr/*.test.mjs || JS_STATUS=$?
 [ "$CARGO_STATUS" -eq 0 ] || log "the cargo tests failed (exit $CARGO_STATUS)"
 [ "$JS_STATUS" -eq 0 ] || log "the TypeScript tests failed (exit $JS_STATUS)"
-[ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ]
+[ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ] && [ "$FUZZ_STATUS" -eq 0 ]

@@ -160,6 +160,7 @@ impl Api {
     /// The REST API, `/openapi.json` and `/docs`. Unknown routes get a problem+json 404.
     pub fn router(&self) -> Router {
         let (router, openapi) = routes::router().split_for_parts();
+        let openapi = routes::openapi::complete(openapi);
         router
             .merge(routes::signalr::router())
             .with_state(Arc::clone(&self.state))
@@ -171,7 +172,7 @@ impl Api {
 
     /// The OpenAPI document (also served at `/openapi.json`).
     pub fn openapi() -> utoipa::openapi::OpenApi {
-        routes::router().split_for_parts().1
+        routes::openapi::complete(routes::router().split_for_parts().1)
     }
 
     /// Starts answering edges over the bus; returns the task doing it.

@@ -44,6 +44,8 @@ pub const NAME_MAX_CHARS: usize = 128;
 pub const NAME_MAX_BYTES: usize = 512;
 /// Maximum length of a generated id.
 pub const ID_MAX_LEN: usize = 64;
+/// A name as a JSON Schema pattern: no control characters (Unicode category Cc).
+pub const NAME_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$";
 
 const ID_RULE: &str = "ASCII letters, digits, '_' and '-'";
 const NAME_RULE: &str = "no control characters";
@@ -205,17 +207,17 @@ validated_string!(
 validated_string!(
     /// A group of connections in an app (a room, a document, a ticker).
     GroupName, "group name", check_name,
-    "Group name: 1-128 characters (at most 512 bytes of UTF-8), no control characters.", None, NAME_MAX_CHARS
+    "Group name: 1-128 characters (at most 512 bytes of UTF-8), no control characters.", Some(NAME_PATTERN), NAME_MAX_CHARS
 );
 validated_string!(
     /// A user: every connection whose token carries this `sub`.
     UserId, "user id", check_name,
-    "User id: 1-128 characters (at most 512 bytes of UTF-8), no control characters.", None, NAME_MAX_CHARS
+    "User id: 1-128 characters (at most 512 bytes of UTF-8), no control characters.", Some(NAME_PATTERN), NAME_MAX_CHARS
 );
 validated_string!(
     /// The name of a message's event.
     EventName, "event name", check_name,
-    "Event name: 1-128 characters (at most 512 bytes of UTF-8), no control characters.", None, NAME_MAX_CHARS
+    "Event name: 1-128 characters (at most 512 bytes of UTF-8), no control characters.", Some(NAME_PATTERN), NAME_MAX_CHARS
 );
 
 /// Lower-case alphabet for generated ids: no ambiguous characters, safe everywhere.

@@ -43,13 +43,14 @@ pub struct InvalidPermission {
     pub permission: String,
 }
 
-/// Longest pattern accepted (a little more than a group name, for the `*`s).
-const PATTERN_MAX_BYTES: usize = 1024;
+/// Longest pattern accepted, in characters: a group name's length (a longer pattern could
+/// only match with `*`s standing for nothing).
+pub const PATTERN_MAX_CHARS: usize = 128;
 
 impl Permission {
     pub fn new(action: Action, pattern: impl Into<String>) -> Result<Self, InvalidPermission> {
         let pattern = pattern.into();
-        if pattern.is_empty() || pattern.len() > PATTERN_MAX_BYTES || pattern.chars().any(char::is_control) {
+        if pattern.is_empty() || pattern.chars().count() > PATTERN_MAX_CHARS || pattern.chars().any(char::is_control) {
             return Err(InvalidPermission { permission: format!("{}:{pattern}", action.as_str()) });
         }
         Ok(Self { action, pattern })

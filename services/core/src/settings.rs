@@ -72,6 +72,7 @@ pub enum ConnectFailure {
 #[serde(default, deny_unknown_fields)]
 pub struct HistorySettings {
     /// Group name patterns (`*` matches any run of characters), such as `room-*`. None by default.
+    #[schema(schema_with = history_patterns_schema)]
     pub groups: Vec<String>,
     /// How long a message is kept, in seconds.
     #[schema(default = 300, minimum = 1, maximum = 604800)]
@@ -79,6 +80,21 @@ pub struct HistorySettings {
     /// How many messages are kept per group (the oldest go first).
     #[schema(default = 1000, minimum = 1, maximum = 100000)]
     pub max_messages: u32,
+}
+
+/// `history.groups`: at most 100 patterns of 1-128 characters without control characters.
+fn history_patterns_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let pattern = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(crate::permission::PATTERN_MAX_CHARS))
+        .pattern(Some(crate::ids::NAME_PATTERN));
+    ArrayBuilder::new()
+        .items(pattern)
+        .max_items(Some(caps::HISTORY_PATTERNS))
+        .description(Some("Group name patterns (`*` matches any run of characters), such as `room-*`."))
+        .build()
 }
 
 impl Default for HistorySettings {
@@ -151,7 +167,7 @@ pub enum SettingsError {
     OutOfRange { field: &'static str, min: u64, max: u64 },
     #[error("settings are not valid: {0}")]
     Malformed(#[from] serde_json::Error),
-    #[error("history.groups: a pattern must be 1-1024 characters without control characters")]
+    #[error("history.groups: a pattern must be 1-128 characters without control characters")]
     InvalidPattern,
 }
 
@@ -174,7 +190,9 @@ impl AppSettings {
                 max: caps::HISTORY_PATTERNS as u64,
             });
         }
-        if h.groups.iter().any(|p| p.is_empty() || p.len() > 1024 || p.chars().any(char::is_control)) {
+        if h.groups.iter().any(|p| {
+            p.is_empty() || p.chars().count() > crate::permission::PATTERN_MAX_CHARS || p.chars().any(char::is_control)
+        }) {
             return Err(SettingsError::InvalidPattern);
         }
         let w = &self.webhooks;
@@ -184,7 +202,8 @@ impl AppSettings {
     }
 
     /// Parses and validates settings from JSON (missing fields take their defaults).
-    pub fn from_json(value: serde_json::Value) -> Result<Self, SettingsError> {
+    pub fn from_json(mut value: serde_json::Value) -> Result<Self, SettingsError> {
+        whole_numbers(&mut value);
         let settings: Self = serde_json::from_value(value)?;
         settings.validate()?;
         Ok(settings)
@@ -195,6 +214,21 @@ impl AppSettings {
         let mut current = serde_json::to_value(self)?;
         merge(&mut current, patch);
         Self::from_json(current)
+    }
+}
+
+/// JSON Schema counts `5.0` as an integer: so do settings (every number in them is one).
+fn whole_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && (0.0..=9.0e15).contains(f)) {
+                *value = Value::from(f as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
     }
 }
 
@@ -265,6 +299,13 @@ mod tests {
             AppSettings::default().merge_patch(&json!({"history": {"max_age_seconds": 0}})),
             Err(SettingsError::OutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn whole_numbers_written_as_decimals_count() {
+        let s = AppSettings::default().merge_patch(&json!({"limits": {"max_connections": 5.0}})).expect("5.0 is 5");
+        assert_eq!(s.limits.max_connections, 5);
+        assert!(AppSettings::default().merge_patch(&json!({"limits": {"max_connections": 5.5}})).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::auth::Tenant;
 use crate::error::{ApiError, Problem};
 
 /// An app and its settings.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub(crate) struct App {
     id: AppId,
     name: String,
@@ -43,15 +43,40 @@ impl From<&AppRecord> for App {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct CreateApp {
     /// A display name (1-200 characters).
     name: String,
     /// Any settings (e.g. `limits`); the rest take their defaults.
     #[serde(flatten)]
-    #[schema(value_type = Object)]
     settings: serde_json::Map<String, serde_json::Value>,
 }
+
+// The derive would say `allOf` an object and the settings (which refuse other fields), a schema
+// nothing can match: these say what goes over the wire.
+impl utoipa::PartialSchema for App {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::schemas::app().into()
+    }
+}
+impl ToSchema for App {}
+
+impl utoipa::PartialSchema for CreateApp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::schemas::create_app().into()
+    }
+}
+impl ToSchema for CreateApp {}
+
+/// The body of `PATCH /v1/apps/{app}`: a JSON merge patch.
+pub(crate) struct AppPatch;
+
+impl utoipa::PartialSchema for AppPatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::schemas::app_patch().into()
+    }
+}
+impl ToSchema for AppPatch {}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct AppPath {
@@ -134,7 +159,7 @@ pub(crate) async fn get_app(
 #[utoipa::path(
     patch, path = "/v1/apps/{app}", tag = "apps",
     params(("app" = String, Path, description = "App id")),
-    request_body(content = Object, description = "`name` and/or settings to merge", content_type = "application/json"),
+    request_body(content = AppPatch, description = "`name` and/or settings to merge", content_type = "application/json"),
     security(("tenant" = [])),
     responses(
         (status = 200, body = App),

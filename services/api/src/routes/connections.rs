@@ -16,7 +16,7 @@ use crate::auth::AppKey;
 use crate::error::{ApiError, Problem};
 
 /// Longest close reason (a WebSocket close frame holds 123 bytes of it).
-const MAX_REASON_BYTES: usize = 123;
+const MAX_REASON_CHARS: usize = 123;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Connection {
@@ -49,14 +49,19 @@ pub(crate) struct UserPath {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CloseQuery {
-    /// Told to the client in the close frame (at most 123 bytes).
+    /// Told to the client in the close frame (at most 123 characters; cut to the close
+    /// frame's 123 bytes on the wire).
+    #[param(max_length = 123)]
     reason: Option<String>,
 }
 
 fn close_op(query: CloseQuery) -> Result<ControlOp, ApiError> {
     let reason = query.reason.unwrap_or_else(|| CloseCode::ClosedByBackend.default_reason().to_owned());
-    if reason.len() > MAX_REASON_BYTES {
-        return Err(ApiError::InvalidField { field: "reason", reason: format!("at most {MAX_REASON_BYTES} bytes") });
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::InvalidField {
+            field: "reason",
+            reason: format!("at most {MAX_REASON_CHARS} characters"),
+        });
     }
     Ok(ControlOp::Close(CloseOp { code: u32::from(CloseCode::ClosedByBackend.code()), reason }))
 }
@@ -122,7 +127,7 @@ pub(crate) async fn close_connection(
 /// Close every connection of a user, on every node.
 #[utoipa::path(
     delete, path = "/v1/apps/{app}/users/{user}/connections", tag = "connections",
-    params(("app" = String, Path, description = "App id"), ("user" = String, Path, description = "User id"), CloseQuery),
+    params(("app" = String, Path, description = "App id"), ("user" = signalbox_core::UserId, Path, description = "User id"), CloseQuery),
     security(("app_key" = [])),
     responses(
         (status = 204, description = "The user's connections are closing"),

@@ -44,7 +44,7 @@ pub(crate) struct UserMembership {
     put, path = "/v1/apps/{app}/groups/{group}/connections/{connection}", tag = "groups",
     params(
         ("app" = String, Path, description = "App id"),
-        ("group" = String, Path, description = "Group name"),
+        ("group" = signalbox_core::GroupName, Path, description = "Group name"),
         ("connection" = String, Path, description = "Connection id"),
     ),
     security(("app_key" = [])),
@@ -73,7 +73,7 @@ pub(crate) async fn add_connection(
     delete, path = "/v1/apps/{app}/groups/{group}/connections/{connection}", tag = "groups",
     params(
         ("app" = String, Path, description = "App id"),
-        ("group" = String, Path, description = "Group name"),
+        ("group" = signalbox_core::GroupName, Path, description = "Group name"),
         ("connection" = String, Path, description = "Connection id"),
     ),
     security(("app_key" = [])),
@@ -101,8 +101,8 @@ pub(crate) async fn remove_connection(
     put, path = "/v1/apps/{app}/groups/{group}/users/{user}", tag = "groups",
     params(
         ("app" = String, Path, description = "App id"),
-        ("group" = String, Path, description = "Group name"),
-        ("user" = String, Path, description = "User id"),
+        ("group" = signalbox_core::GroupName, Path, description = "Group name"),
+        ("user" = signalbox_core::UserId, Path, description = "User id"),
     ),
     request_body(content = Option<UserMembership>, description = "Optional TTL"),
     security(("app_key" = [])),
@@ -145,8 +145,8 @@ pub(crate) async fn add_user(
     delete, path = "/v1/apps/{app}/groups/{group}/users/{user}", tag = "groups",
     params(
         ("app" = String, Path, description = "App id"),
-        ("group" = String, Path, description = "Group name"),
-        ("user" = String, Path, description = "User id"),
+        ("group" = signalbox_core::GroupName, Path, description = "Group name"),
+        ("user" = signalbox_core::UserId, Path, description = "User id"),
     ),
     security(("app_key" = [])),
     responses(

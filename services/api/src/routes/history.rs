@@ -28,8 +28,10 @@ pub(crate) struct GroupPath {
 #[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
     /// Only messages after this position (default 0: everything kept).
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     after: Option<u64>,
     /// Messages per page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -39,7 +41,8 @@ pub(crate) struct HistoryItem {
     position: u64,
     id: String,
     event: String,
-    #[schema(value_type = Object)]
+    /// The message's data as it was published: any JSON value.
+    #[schema(value_type = serde_json::Value)]
     data: Box<RawValue>,
     /// Microseconds since the Unix epoch.
     published_at: u64,
@@ -56,7 +59,7 @@ pub(crate) struct History {
 /// A group's history.
 #[utoipa::path(
     get, path = "/v1/apps/{app}/groups/{group}/history", tag = "messages",
-    params(("app" = String, Path, description = "App id"), ("group" = String, Path, description = "Group name"), HistoryQuery),
+    params(("app" = String, Path, description = "App id"), ("group" = signalbox_core::GroupName, Path, description = "Group name"), HistoryQuery),
     security(("app_key" = [])),
     responses(
         (status = 200, body = History),
@@ -73,6 +76,9 @@ pub(crate) async fn history(
     let app = app_id(&path.app)?;
     key.require(&app, KeyScope::Read)?;
     let group = group_name(&path.group)?;
+    if query.after.is_some_and(|after| after > super::MAX_QUERY_INTEGER) {
+        return Err(ApiError::InvalidQuery(format!("after must be at most {}", super::MAX_QUERY_INTEGER)));
+    }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidField { field: "limit", reason: format!("must be 1-{MAX_LIMIT}") });

@@ -23,6 +23,7 @@ use crate::error::{ApiError, Problem};
 pub(crate) struct CreateKey {
     /// A label for humans (default: empty).
     #[serde(default)]
+    #[schema(schema_with = super::schemas::key_label_or_null)]
     name: Option<String>,
     /// What the key may do; all scopes when absent.
     #[serde(default)]

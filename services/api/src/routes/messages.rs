@@ -32,11 +32,13 @@ const MAX_EXCLUDE: usize = 100;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"event": "chat", "data": {"text": "hello, room"}}))]
 pub(crate) struct Publish {
     /// The event name (1-128 characters).
+    #[schema(value_type = signalbox_core::EventName)]
     pub(crate) event: String,
     /// Any JSON value; `null` when absent. At most the app's `max_message_bytes`.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = serde_json::Value)]
     pub(crate) data: Option<Box<RawValue>>,
     /// Connection ids that must not receive the message.
     #[serde(default)]
@@ -229,7 +231,7 @@ pub(crate) async fn broadcast(
 /// Send to every connection of a user.
 #[utoipa::path(
     post, path = "/v1/apps/{app}/users/{user}/messages", tag = "messages",
-    params(("app" = String, Path, description = "App id"), ("user" = String, Path, description = "User id"), ("Idempotency-Key" = Option<String>, Header, description = "Publishes once per key (10 minutes, across api nodes); a repeat gets the first answer")),
+    params(("app" = String, Path, description = "App id"), ("user" = signalbox_core::UserId, Path, description = "User id"), ("Idempotency-Key" = Option<String>, Header, description = "Publishes once per key (10 minutes, across api nodes); a repeat gets the first answer")),
     request_body = Publish,
     security(("app_key" = [])),
     responses(
@@ -257,7 +259,7 @@ pub(crate) async fn to_user(
 /// Send to every connection in a group.
 #[utoipa::path(
     post, path = "/v1/apps/{app}/groups/{group}/messages", tag = "messages",
-    params(("app" = String, Path, description = "App id"), ("group" = String, Path, description = "Group name"), ("Idempotency-Key" = Option<String>, Header, description = "Publishes once per key (10 minutes, across api nodes); a repeat gets the first answer")),
+    params(("app" = String, Path, description = "App id"), ("group" = signalbox_core::GroupName, Path, description = "Group name"), ("Idempotency-Key" = Option<String>, Header, description = "Publishes once per key (10 minutes, across api nodes); a repeat gets the first answer")),
     request_body = Publish,
     security(("app_key" = [])),
     responses(

@@ -6,7 +6,9 @@ mod groups;
 mod history;
 mod keys;
 mod messages;
+pub(crate) mod openapi;
 mod presence;
+mod schemas;
 pub(crate) mod signalr;
 mod tenants;
 mod tokens;
@@ -16,8 +18,6 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -117,8 +117,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
 /// An optional JSON body: empty means the type's default.
 pub(crate) fn optional_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else { return Ok(T::default()) };
+    // serde would also read a struct from a JSON array: the body is documented as an object.
+    if *first != b'{' {
+        return Err(ApiError::InvalidBody("the body must be a JSON object".into()));
     }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::InvalidBody(e.to_string()),
@@ -171,20 +173,30 @@ pub(crate) fn user_id(raw: &str) -> Result<UserId, ApiError> {
     Ok(UserId::new(raw)?)
 }
 
+/// The largest integer a query parameter takes: JavaScript's safe integers (positions, which
+/// are microseconds since 1970, stay far below).
+pub(crate) const MAX_QUERY_INTEGER: u64 = 9_007_199_254_740_991;
+
 /// `?limit=&cursor=` on list calls.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
     /// Items per page (1-200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}_[A-Za-z0-9_-]{1,64}$")]
     cursor: Option<String>,
 }
 
 impl PageQuery {
     pub(crate) fn request(&self) -> Result<PageRequest, ApiError> {
+        let limit = self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT);
+        if !(1..=PageRequest::MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::InvalidQuery(format!("limit must be 1-{}", PageRequest::MAX_LIMIT)));
+        }
         let after = self.cursor.as_deref().map(decode_cursor).transpose()?;
-        Ok(PageRequest { limit: self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), after })
+        Ok(PageRequest { limit, after })
     }
 }
 
@@ -197,14 +209,20 @@ pub(crate) struct Page<T> {
     pub(crate) next_cursor: Option<String>,
 }
 
+/// A cursor is `{created_at}_{id}`: where the previous page ended, in the list's order. Any
+/// string of that shape is a valid place to continue from (it need not name an item that
+/// exists), so the OpenAPI pattern says exactly what is accepted.
 pub(crate) fn encode_cursor(cursor: &Cursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", cursor.created_at, cursor.id))
+    format!("{}_{}", cursor.created_at, cursor.id)
 }
 
 fn decode_cursor(raw: &str) -> Result<Cursor, ApiError> {
     let invalid = || ApiError::InvalidQuery("cursor is not one this API returned".into());
-    let decoded = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
-    let (created_at, id) = decoded.split_once(':').ok_or_else(invalid)?;
+    let (created_at, id) = raw.split_once('_').ok_or_else(invalid)?;
+    let digits = !created_at.is_empty() && created_at.len() <= 18 && created_at.bytes().all(|b| b.is_ascii_digit());
+    let id_ok = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !digits || !id_ok {
+        return Err(invalid());
+    }
     Ok(Cursor { created_at: created_at.parse().map_err(|_| invalid())?, id: id.to_owned() })
 }

@@ -35,6 +35,7 @@ pub(crate) struct UserPath {
 #[into_params(parameter_in = Query)]
 pub(crate) struct MembersQuery {
     /// Members per page (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only members whose user id sorts after this one (the `next` of the previous page).
     after: Option<String>,
@@ -68,7 +69,7 @@ pub(crate) struct GroupPresence {
 /// Who is in a group, right now, on every edge.
 #[utoipa::path(
     get, path = "/v1/apps/{app}/groups/{group}/presence", tag = "presence",
-    params(("app" = String, Path, description = "App id"), ("group" = String, Path, description = "Group name"), MembersQuery),
+    params(("app" = String, Path, description = "App id"), ("group" = signalbox_core::GroupName, Path, description = "Group name"), MembersQuery),
     security(("app_key" = [])),
     responses(
         (status = 200, body = GroupPresence),
@@ -122,7 +123,7 @@ pub(crate) struct UserPresence {
 /// Whether a user is online, right now, on any edge.
 #[utoipa::path(
     get, path = "/v1/apps/{app}/users/{user}/presence", tag = "presence",
-    params(("app" = String, Path, description = "App id"), ("user" = String, Path, description = "User id")),
+    params(("app" = String, Path, description = "App id"), ("user" = signalbox_core::UserId, Path, description = "User id")),
     security(("app_key" = [])),
     responses(
         (status = 200, body = UserPresence),

@@ -18,8 +18,9 @@ use crate::error::{ApiError, Problem};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "acme"}))]
 pub(crate) struct CreateTenant {
-    /// A display name (1-200 characters).
+    #[schema(schema_with = super::schemas::display_name)]
     name: String,
 }
 

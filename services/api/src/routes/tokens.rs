@@ -25,22 +25,42 @@ const MAX_PERMISSIONS: usize = 64;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_id": "alice", "groups": ["room-1"], "permissions": ["join:room-*", "publish:room-*"], "ttl_seconds": 3600}))]
 pub(crate) struct MintToken {
     /// The user the connection acts as (`sub`); anonymous when absent.
+    #[schema(value_type = Option<UserId>)]
     user_id: Option<String>,
-    /// Groups joined when the connection opens.
+    /// Groups joined when the connection opens (at most the app's `max_groups_per_connection`).
     #[serde(default)]
+    #[schema(value_type = Vec<GroupName>, max_items = 1000)]
     groups: Vec<String>,
     /// Grants such as `join:room-*`, `leave:lobby`, `publish:room-*`.
     #[serde(default)]
+    #[schema(schema_with = super::schemas::permissions)]
     permissions: Vec<String>,
     /// Lifetime in seconds (1-86400, default 3600).
+    #[schema(minimum = 1, maximum = 86400)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     ttl_seconds: Option<u64>,
     /// Public information about the user (at most 1 KiB of JSON).
     #[schema(value_type = Option<Object>)]
     info: Option<serde_json::Value>,
     /// With a tenant token: the key that signs (default: the newest active key).
+    #[schema(value_type = Option<KeyId>)]
     key_id: Option<String>,
+}
+
+/// A whole number of seconds, also when written as a decimal (`60.0`), as JSON Schema's
+/// `integer` allows.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    if let Some(whole) = number.as_u64() {
+        return Ok(Some(whole));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=9.0e15).contains(&f) => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number of seconds"))),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,7 +98,7 @@ async fn signing_key(
         KeyOrTenant::Tenant(tenant) => {
             state.store.app_of_tenant(&tenant.id, app).await?.ok_or(ApiError::NotFound("app"))?;
             let id = match wanted {
-                Some(raw) => KeyId::new(raw).map_err(|_| invalid("key_id", "no such key"))?,
+                Some(raw) => KeyId::new(raw).map_err(|_| invalid("key_id", "not a key id"))?,
                 None => {
                     let keys = state.store.list_keys(app, &PageRequest::first(PageRequest::MAX_LIMIT)).await?;
                     keys.items
@@ -92,7 +112,7 @@ async fn signing_key(
             let key = state.cache.key(&state.store, &state.master_key, &id).await?;
             match key {
                 Some(key) if &key.record.app_id == app && key.record.revoked_at.is_none() => Ok(key),
-                _ => Err(invalid("key_id", "no active key with this id in this app")),
+                _ => Err(ApiError::NotFound("active key with this key_id in this app")),
             }
         }
     }

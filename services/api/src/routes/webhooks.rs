@@ -27,15 +27,19 @@ const MAX_WEBHOOKS_PER_APP: usize = 10;
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateWebhook {
     /// Where events are POSTed: `https://…` (or `http://`).
+    #[schema(max_length = 2048)]
     url: String,
     /// The events to send: `connect`, `connected`, `disconnected`, `event`.
+    #[schema(min_items = 1)]
     events: Vec<WebhookEvent>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateWebhook {
+    #[schema(max_length = 2048)]
     url: Option<String>,
+    #[schema(min_items = 1)]
     events: Option<Vec<WebhookEvent>>,
     /// Makes a new secret (shown in the answer). The current one stays valid beside it until
     /// `drop_previous_secret`, so receivers can switch without a gap.
@@ -288,8 +292,10 @@ async fn changed(state: &ApiState, app: &AppId) {
 #[into_params(parameter_in = Query)]
 pub(crate) struct AttemptsQuery {
     /// Attempts per page (1-100, default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// The `next` of the previous page.
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     before: Option<i64>,
 }
 
@@ -356,6 +362,9 @@ pub(crate) async fn list_deliveries(
     let limit = query.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::InvalidField { field: "limit", reason: "must be 1-100".into() });
+    }
+    if query.before.is_some_and(|before| !(0..=super::MAX_QUERY_INTEGER as i64).contains(&before)) {
+        return Err(ApiError::InvalidQuery(format!("before must be 0-{}", super::MAX_QUERY_INTEGER)));
     }
     let items = state.store.attempts(&record.id, query.before, limit).await?;
     let next = (items.len() as i64 == limit).then(|| items.last().map(|a| a.id)).flatten();
