@@ -3,6 +3,7 @@
 mod cluster;
 mod history;
 mod isolation;
+mod json_limits;
 mod lifecycle;
 mod limits;
 mod messaging;

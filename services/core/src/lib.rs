@@ -10,13 +10,15 @@
 //! - [`token`]: client-token claims, HS256 signing and verification;
 //! - [`signalr`]: SignalR connection tokens and Azure SignalR-style access tokens;
 //! - [`codes`]: the one table of close codes and error codes, with what a client should do;
-//! - [`webhook`]: the events an app's webhooks can ask for.
+//! - [`webhook`]: the events an app's webhooks can ask for;
+//! - [`json`]: the depth and number limits of published JSON.
 //!
 //! This crate must not depend on tokio, axum, sqlx, NATS or any other Signalbox crate.
 
 pub mod clock;
 pub mod codes;
 pub mod ids;
+pub mod json;
 pub mod permission;
 pub mod scopes;
 pub mod settings;

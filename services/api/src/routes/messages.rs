@@ -123,6 +123,7 @@ async fn publish_in_span(
     if data.len() > limit {
         return Err(ApiError::PayloadTooLarge { size: data.len(), limit });
     }
+    signalbox_core::json::check(&data)?;
     if body.exclude.len() > MAX_EXCLUDE {
         return Err(ApiError::InvalidField {
             field: "exclude",
