@@ -2,6 +2,7 @@
 
 mod cluster;
 mod history;
+mod http_limits;
 mod isolation;
 mod json_limits;
 mod lifecycle;

@@ -11,10 +11,12 @@
 //! - [`signalr`]: SignalR connection tokens and Azure SignalR-style access tokens;
 //! - [`codes`]: the one table of close codes and error codes, with what a client should do;
 //! - [`webhook`]: the events an app's webhooks can ask for;
-//! - [`json`]: the depth and number limits of published JSON.
+//! - [`json`]: the depth and number limits of published JSON;
+//! - [`admission`]: the mark an HTTP request carries until it is authenticated.
 //!
 //! This crate must not depend on tokio, axum, sqlx, NATS or any other Signalbox crate.
 
+pub mod admission;
 pub mod clock;
 pub mod codes;
 pub mod ids;
