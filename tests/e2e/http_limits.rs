@@ -80,6 +80,15 @@ async fn a_body_that_never_comes_is_cut_off_at_the_body_deadline() {
 }
 
 #[tokio::test]
+async fn headers_that_never_end_are_cut_off_at_the_header_deadline() {
+    let server = Signalbox::start_with(|config| config.http.header_timeout = Duration::from_secs(1)).await;
+    let mut stream = TcpStream::connect(server.server.addr()).await.expect("connect");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: signalbox\r\nX-Slow: 1").await.expect("write");
+    let answer = read_until_closed(&mut stream).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+#[tokio::test]
 async fn an_unauthenticated_signalr_send_is_refused_before_its_body_is_read() {
     let server = Signalbox::start().await;
     let mut stream = TcpStream::connect(server.server.addr()).await.expect("connect");
