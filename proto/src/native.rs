@@ -15,7 +15,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use signalbox_core::{ErrorCode, EventName, GroupName, InvalidName};
+use signalbox_core::{ErrorCode, EventName, GroupName, InvalidName, RecoveryFailure};
 
 use crate::presence::PresenceSummary;
 use crate::wire::DataKind;
@@ -313,17 +313,30 @@ pub struct GroupRecovery {
     pub group: String,
     /// True when every message after the client's position was delivered, in order, once.
     pub recovered: bool,
-    /// Why not, when not.
+    /// Why not, when not: a stable code.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<RecoveryFailure>,
+    /// The same in words, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
+}
+
+impl GroupRecovery {
+    pub fn recovered(group: impl Into<String>) -> Self {
+        Self { group: group.into(), recovered: true, reason: None, message: None }
+    }
+
+    pub fn failed(group: impl Into<String>, reason: RecoveryFailure) -> Self {
+        Self { group: group.into(), recovered: false, reason: Some(reason), message: Some(reason.message()) }
+    }
 }
 
 /// `{"type":"reply","id":…,"recovered":…}`: a join with `since`, its replay done.
 pub fn encode_reply_recovery(id: &ReplyId, outcome: &GroupRecovery) -> Vec<u8> {
     let mut w = JsonWriter::new(96);
     w.raw(br#"{"type":"reply","id":"#).value(id).raw(br#","recovered":"#).value(&outcome.recovered);
-    if let Some(reason) = &outcome.reason {
-        w.raw(br#","reason":"#).string(reason);
+    if let Some(reason) = outcome.reason {
+        w.raw(br#","reason":"#).string(reason.as_str()).raw(br#","message":"#).string(reason.message());
     }
     w.raw(b"}");
     w.finish()
@@ -524,15 +537,16 @@ mod tests {
         );
         assert_eq!(v(encode_pong(None)), json!({"type":"pong"}));
         assert_eq!(v(encode_reply_position(&ReplyId::Number(1), 9)), json!({"type":"reply","id":1,"position":9}));
-        let lost = GroupRecovery { group: "g".into(), recovered: false, reason: Some("expired".into()) };
+        let lost = GroupRecovery::failed("g", RecoveryFailure::Expired);
+        let expired = RecoveryFailure::Expired.message();
         assert_eq!(
             v(encode_reply_recovery(&ReplyId::Number(2), &lost)),
-            json!({"type":"reply","id":2,"recovered":false,"reason":"expired"})
+            json!({"type":"reply","id":2,"recovered":false,"reason":"expired","message":expired})
         );
-        let ok = GroupRecovery { group: "h".into(), recovered: true, reason: None };
+        let ok = GroupRecovery::recovered("h");
         assert_eq!(
             v(encode_recovery(&[ok.clone(), lost])),
-            json!({"type":"recovery","recovered":false,"groups":[{"group":"h","recovered":true},{"group":"g","recovered":false,"reason":"expired"}]})
+            json!({"type":"recovery","recovered":false,"groups":[{"group":"h","recovered":true},{"group":"g","recovered":false,"reason":"expired","message":expired}]})
         );
         assert_eq!(
             v(encode_recovery(&[ok])),

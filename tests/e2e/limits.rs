@@ -120,3 +120,63 @@ async fn a_silent_connection_is_closed_with_4101_and_a_live_one_stays() {
     })
     .await;
 }
+
+/// The operator's caps on what a tenant creates: apps per tenant and live keys per app, each
+/// refused with 409 `limit_reached` (problem+json), per tenant and per app, and freed again by
+/// deleting an app or revoking a key.
+#[tokio::test]
+async fn apps_per_tenant_and_live_keys_per_app_are_capped() {
+    let signalbox = Signalbox::start_with(|config| {
+        config.limits = signalbox_api::AccountLimits { apps_per_tenant: 2, live_keys_per_app: 2 };
+    })
+    .await;
+    let operator = signalbox.operator();
+    let token = operator.create_tenant("capped").await.expect("tenant").token;
+    let tenant = operator.with_bearer(&token);
+    let first = tenant.create_app("one", json!({})).await.expect("first app");
+    tenant.create_app("two", json!({})).await.expect("second app");
+    let limit_reached = |err: signalbox_sdk::server::Error| match err {
+        signalbox_sdk::server::Error::Api { status, problem } => (status, problem.code),
+        other => panic!("not an API error: {other}"),
+    };
+    let refused = tenant.create_app("three", json!({})).await.expect_err("a third app");
+    assert_eq!(limit_reached(refused), (409, "limit_reached".to_owned()));
+    // Per tenant: another tenant still creates apps.
+    let other = operator.create_tenant("other").await.expect("tenant");
+    operator.with_bearer(&other.token).create_app("mine", json!({})).await.expect("another tenant's app");
+    // Deleting one frees a slot.
+    tenant.delete_app(&first.id).await.expect("delete");
+    let app = tenant.create_app("three", json!({})).await.expect("a slot was freed");
+
+    let key = tenant.create_key(&app.id, None, None).await.expect("first key");
+    tenant.create_key(&app.id, None, None).await.expect("second key");
+    let refused = tenant.create_key(&app.id, None, None).await.expect_err("a third live key");
+    assert_eq!(limit_reached(refused), (409, "limit_reached".to_owned()));
+    tenant.revoke_key(&app.id, &key.key.id).await.expect("revoke");
+    tenant.create_key(&app.id, None, None).await.expect("a revoked key does not count");
+
+    // The answer is problem+json with a detail that says what to do.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/apps/{}/keys", signalbox.http_url(), app.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 409);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(problem["code"], "limit_reached");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("revoke one")), "{problem}");
+}
+
+#[tokio::test]
+async fn the_default_caps_are_100_apps_and_10_live_keys() {
+    let config = signalbox::embedded::ServeConfig::new("127.0.0.1:0".parse().expect("addr"), "unused".into());
+    assert_eq!(config.limits, signalbox_api::AccountLimits { apps_per_tenant: 100, live_keys_per_app: 10 });
+    let signalbox = Signalbox::start().await;
+    let app = signalbox.app().await; // with one key
+    for _ in 1..10 {
+        app.tenant.create_key(&app.id, None, None).await.expect("up to 10 live keys");
+    }
+    assert!(app.tenant.create_key(&app.id, None, None).await.is_err(), "the 11th live key is refused");
+}

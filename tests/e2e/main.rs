@@ -14,6 +14,7 @@ mod presence;
 mod protocol_errors;
 mod reliability;
 mod rest_errors;
+mod restart;
 mod signalr;
 mod tokens;
 mod webhooks;

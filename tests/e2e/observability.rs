@@ -262,7 +262,7 @@ async fn json_logs_follow_a_connection_from_open_to_close() {
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
         .arg(data.path())
-        .env("SIGNALBOX_ADMIN_TOKEN", "sba_json_logs_test_operator")
+        .env("SIGNALBOX_ADMIN_TOKEN", "sba_json_logs_test_operator_token_0123456789")
         .env("SIGNALBOX_METRICS_LISTEN", "127.0.0.1:0")
         .env("SIGNALBOX_LOG", "info")
         .stdout(Stdio::piped())
@@ -284,7 +284,7 @@ async fn json_logs_follow_a_connection_from_open_to_close() {
     let ws = server.wait_for_line("  WebSocket  ", signalbox_tests::DEADLINE);
     let ws = ws.split('?').next().expect("url").trim().to_owned();
 
-    let operator = Client::new(&api, "sba_json_logs_test_operator").expect("client");
+    let operator = Client::new(&api, "sba_json_logs_test_operator_token_0123456789").expect("client");
     let tenant = operator.create_tenant("logs").await.expect("tenant");
     let tenant = operator.with_bearer(&tenant.token);
     let app = tenant.create_app("logs", serde_json::Value::Null).await.expect("app");

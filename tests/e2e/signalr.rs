@@ -73,3 +73,106 @@ fn urlencode(raw: &str) -> String {
         })
         .collect()
 }
+
+/// A SignalR client spoken by hand over a WebSocket (JSON hub protocol): negotiate, connect,
+/// handshake.
+async fn signalr_socket(
+    base: &str,
+    hub: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let (_, connection_token) = negotiate_hub(base, hub, token).await;
+    let url = format!(
+        "{}/client/?hub={hub}&id={}&access_token={token}",
+        base.replacen("http", "ws", 1),
+        urlencode(&connection_token)
+    );
+    let (mut socket, _) = within("the WebSocket", tokio_tungstenite::connect_async(url)).await.expect("connects");
+    socket.send(WsMessage::text(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}"))).await.expect("handshake");
+    let answer = within("the handshake answer", socket.next()).await.expect("open").expect("frame");
+    assert_eq!(answer.into_text().expect("text").as_str(), format!("{{}}{RS}"));
+    socket
+}
+
+async fn negotiate_hub(base: &str, hub: &str, token: &str) -> (String, String) {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{base}/client/negotiate?hub={hub}&negotiateVersion=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("negotiate")
+        .json()
+        .await
+        .expect("json");
+    (body["connectionId"].as_str().expect("id").to_owned(), body["connectionToken"].as_str().expect("token").to_owned())
+}
+
+/// Invokes `target` and returns the Completion.
+async fn invoke(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    id: &str,
+    target: &str,
+) -> Value {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let call = json!({"type": 1, "invocationId": id, "target": target, "arguments": ["hi"]});
+    socket.send(WsMessage::text(format!("{call}{RS}"))).await.expect("send");
+    within("the completion", async {
+        loop {
+            let frame = socket.next().await.expect("open").expect("frame");
+            let Ok(text) = frame.into_text() else { continue };
+            for record in text.split(RS).filter(|r| !r.is_empty()) {
+                let message: Value = serde_json::from_str(record).expect("json");
+                if message["type"] == 3 && message["invocationId"] == id {
+                    return message;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// The upstream URL's placeholders are filled in the path (where a stored URL spells them
+/// `%7Bevent%7D`) and in the query, each encoded where it stands: a hostile method name can
+/// neither add a query parameter nor cut off the tenant's `code=`, nor climb the path.
+#[tokio::test]
+async fn the_upstream_url_template_encodes_the_method_name() {
+    use signalbox_tests::Signalbox;
+    use signalbox_tests::webhook::{Receiver, Reply};
+    let signalbox = Signalbox::start().await;
+    let app = signalbox.app().await;
+    let receiver = Receiver::start().await;
+    receiver.always("signalbox.event", Reply::json(200, json!("ok")));
+    let template =
+        format!("http://{}/api/{{hub}}/{{category}}/{{event}}?code=tenant-secret&method={{event}}", receiver.addr);
+    app.tenant.create_webhook(&app.id, &template, &["event"]).await.expect("create webhook");
+    let token = app.token(Some("mallory"), &[], &[]).await;
+    let mut socket = signalr_socket(&signalbox.http_url(), "chat", &token).await;
+
+    let completion = invoke(&mut socket, "1", "send").await;
+    assert_eq!(completion["result"], "ok", "{completion}");
+    let completion = invoke(&mut socket, "2", "x&code=evil#").await;
+    assert_eq!(completion["result"], "ok", "{completion}");
+    let completion = invoke(&mut socket, "3", "../../admin?").await;
+    assert_eq!(completion["result"], "ok", "{completion}");
+    let completion = invoke(&mut socket, "4", "..").await;
+    assert!(completion["error"].as_str().is_some_and(|e| e.contains("upstream URL")), "{completion}");
+
+    let targets: Vec<String> = receiver
+        .wait_for("three calls", 3, |r| r.kind == "signalbox.event")
+        .await
+        .into_iter()
+        .map(|r| r.target)
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "/api/chat/messages/send?code=tenant-secret&method=send",
+            "/api/chat/messages/x%26code%3Devil%23?code=tenant-secret&method=x%26code%3Devil%23",
+            "/api/chat/messages/..%2F..%2Fadmin%3F?code=tenant-secret&method=..%2F..%2Fadmin%3F",
+        ]
+    );
+    assert_eq!(receiver.received().len(), 3, "the `..` call went nowhere");
+}

@@ -13,7 +13,7 @@ use crate::{DEADLINE, TestApp, eventually};
 
 /// A base64 32-byte master key, fixed for tests.
 const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const ADMIN_TOKEN: &str = "sba_cluster_test_operator_token";
+const ADMIN_TOKEN: &str = "sba_cluster_test_operator_token_0123456789";
 
 /// One `signalbox` process and where it listens.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use signalbox::embedded::{Embedded, ServeConfig};
+use signalbox_api::TargetPolicy;
 use signalbox_sdk::realtime::{Connection, Event, Message};
 use signalbox_sdk::server::{Client, TokenRequest};
 use signalbox_test_support::tempfile::TempDir;
@@ -65,6 +66,9 @@ impl Signalbox {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
         let mut config = ServeConfig::new(listen, dir.path().join("data"));
         config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+        // The tests' webhook receivers listen on 127.0.0.1: opted in the way an operator does
+        // with `--webhook-allow loopback` (the default refuses it).
+        config.webhook_targets = TargetPolicy { loopback: true, ..TargetPolicy::default() };
         tweak(&mut config);
         let server = Embedded::start(config).await.expect("signalbox starts");
         Self { server, _dir: dir }

@@ -22,6 +22,8 @@ pub struct Received {
     pub kind: String,
     /// `ce-id`.
     pub id: String,
+    /// The request target as it arrived on the request line (path and query, still encoded).
+    pub target: String,
     pub headers: HeaderMap,
     /// The raw body, as signed.
     pub raw: Bytes,
@@ -81,11 +83,17 @@ impl Drop for Receiver {
     }
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, raw: Bytes) -> impl IntoResponse {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> impl IntoResponse {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let kind = header("ce-type");
     let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    let received = Received { id: header("ce-id"), kind: kind.clone(), headers: headers.clone(), raw, body };
+    let target = uri.path_and_query().map(ToString::to_string).unwrap_or_default();
+    let received = Received { id: header("ce-id"), kind: kind.clone(), target, headers: headers.clone(), raw, body };
     let reply = {
         let scripted = shared.script.lock().expect("lock").get_mut(&kind).and_then(VecDeque::pop_front);
         scripted

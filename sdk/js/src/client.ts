@@ -11,6 +11,7 @@ import { ConnectionClosedError, NotConnectedError, ServerError, SignalboxError, 
 import { GroupTracker } from "./groups.js";
 import type {
   GroupRecovery,
+  RecoveryReason,
   Json,
   MessageFrame,
   PresenceChange,
@@ -118,7 +119,8 @@ export interface JoinOptions {
 /** The answer to a join with `since`. */
 export interface JoinResult {
   recovered?: boolean;
-  reason?: string;
+  reason?: RecoveryReason;
+  message?: string;
 }
 
 export interface PublishOptions {
@@ -233,6 +235,7 @@ export class SignalboxClient {
     return {
       ...(reply.recovered !== undefined && { recovered: reply.recovered }),
       ...(reply.reason !== undefined && { reason: reply.reason }),
+      ...(reply.message !== undefined && { message: reply.message }),
     };
   }
 
@@ -394,6 +397,7 @@ export class SignalboxClient {
           if (since !== undefined) {
             const outcome: GroupRecovery = { group, recovered: reply.recovered === true };
             if (reply.reason !== undefined) outcome.reason = reply.reason;
+            if (reply.message !== undefined) outcome.message = reply.message;
             this.#events.emit("recovery", { recovered: outcome.recovered, groups: [outcome] });
           }
         },

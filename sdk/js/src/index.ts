@@ -29,7 +29,7 @@ export {
   TokenProviderError,
   type ServerErrorCode,
 } from "./errors.js";
-export type { GroupRecovery, Json, PresenceChange, PresenceMember, PresenceSnapshot } from "./protocol.js";
+export type { GroupRecovery, Json, RecoveryReason, PresenceChange, PresenceMember, PresenceSnapshot } from "./protocol.js";
 export { SUBPROTOCOL } from "./protocol.js";
 export { tokenExpiry, type TokenProvider } from "./token.js";
 export type { WebSocketConstructor, WebSocketLike } from "./websocket.js";

@@ -37,19 +37,29 @@ export interface ReplyFrame {
   position?: number;
   /** A join with `since`: whether every missed message was replayed. */
   recovered?: boolean;
-  reason?: string;
+  reason?: RecoveryReason;
+  message?: string;
   /** A client event: the tenant webhook's answer. */
   data?: Json;
   /** A presence query. */
   presence?: PresenceSnapshot;
 }
 
+/**
+ * Why a group was not recovered (docs/protocol.md, "History and recovery"): `expired`,
+ * `reset`, `no_history` and `forbidden` mean reload the state from your backend;
+ * `unavailable` and `closed` mean reconnect and recover again.
+ */
+export type RecoveryReason = "no_history" | "expired" | "reset" | "forbidden" | "unavailable" | "closed";
+
 export interface GroupRecovery {
   group: string;
   /** True when every message after the position given was delivered, in order, once. */
   recovered: boolean;
-  /** Why not, when `recovered` is false. */
-  reason?: string;
+  /** Why not, when `recovered` is false: a stable code. */
+  reason?: RecoveryReason;
+  /** The same in words. */
+  message?: string;
 }
 
 export interface RecoveryFrame {

@@ -53,7 +53,12 @@ pub struct GroupRecovery {
     pub group: String,
     /// True when every message after the position given was delivered, in order, once.
     pub recovered: bool,
+    /// Why not, when not: a stable code (`expired`, `reset`, `no_history`, `forbidden`,
+    /// `unavailable`, `closed`; see the protocol's "History and recovery").
     pub reason: Option<String>,
+    /// The same in words.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// Who is in a group (the answer to [`Connection::presence`]).
@@ -278,6 +283,7 @@ impl Connection {
             group: group.to_owned(),
             recovered: reply.get("recovered").and_then(Value::as_bool).unwrap_or(false),
             reason: reply.get("reason").and_then(Value::as_str).map(str::to_owned),
+            message: reply.get("message").and_then(Value::as_str).map(str::to_owned),
         })
     }
 

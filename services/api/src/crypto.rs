@@ -79,6 +79,51 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
+/// The associated data of the master key's check value (no key or webhook id looks like it).
+const CHECK_CONTEXT: &str = "signalbox master key check";
+const CHECK_VALUE: &[u8] = b"signalbox";
+
+/// Why a start with this master key is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyCheckError {
+    #[error(
+        "the master key is not the one this database's secrets were sealed with ({found}): start with the \
+         original key (--master-key / SIGNALBOX_MASTER_KEY, or master.key in the data directory); with another \
+         key every app key and webhook secret would fail to open"
+    )]
+    Mismatch { found: &'static str },
+    #[error("cannot check the master key against the database: {0}")]
+    Store(#[from] signalbox_store::StoreError),
+}
+
+/// Proves that `key` is the master key the database's secrets are sealed with, before anything
+/// is served: it must open the check value stored at the first start (stored now if there is
+/// none) and, for a database older than the check value, one stored secret.
+pub async fn verify_master_key(store: &signalbox_store::Store, key: &MasterKey) -> Result<(), MasterKeyCheckError> {
+    let opens_check = |sealed: &str| key.unseal(sealed, CHECK_CONTEXT).is_ok_and(|v| v == CHECK_VALUE);
+    if let Some(sealed) = store.master_key_check().await? {
+        return if opens_check(&sealed) {
+            Ok(())
+        } else {
+            Err(MasterKeyCheckError::Mismatch { found: "it does not open the check value stored at the first start" })
+        };
+    }
+    if let Some(sample) = store.sealed_sample().await?
+        && key.unseal(&sample.sealed, &sample.context).is_err()
+    {
+        return Err(MasterKeyCheckError::Mismatch { found: "it does not open the stored secrets" });
+    }
+    let sealed = key.seal(CHECK_VALUE, CHECK_CONTEXT);
+    if !store.create_master_key_check(&sealed, signalbox_core::clock::unix_millis()).await? {
+        // Another node stored its check value first: this key must open it.
+        let stored = store.master_key_check().await?.unwrap_or_default();
+        if !opens_check(&stored) {
+            return Err(MasterKeyCheckError::Mismatch { found: "another node started with a different key" });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,6 +68,9 @@ pub enum ApiError {
     PayloadTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     Conflict(&'static str),
+    /// A tenant reached one of the operator's limits (apps per tenant, keys per app).
+    #[error("{0}")]
+    LimitReached(String),
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyMismatch,
     /// An edge refused an operation on a connection.
@@ -130,7 +133,7 @@ impl ApiError {
             | Self::InvalidSettings(_)
             | Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Conflict(_) | Self::Refused { .. } => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::LimitReached(_) | Self::Refused { .. } => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(StoreError::Conflict) => StatusCode::CONFLICT,
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -156,6 +159,7 @@ impl ApiError {
             Self::PayloadTooLarge { limit, .. } if *limit > 0 => "message_too_large",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Conflict(_) | Self::Store(StoreError::Conflict) => "conflict",
+            Self::LimitReached(_) => "limit_reached",
             Self::Refused { code, .. } => code.as_str(),
             Self::IdempotencyMismatch => "idempotency_key_reused",
             Self::Unavailable(_) => "unavailable",

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use utoipa_swagger_ui::SwaggerUi;
 
 use cache::Cache;
-pub use crypto::MasterKey;
+pub use crypto::{MasterKey, MasterKeyCheckError, verify_master_key};
 use error::ApiError;
 use nodes::Nodes;
 use webhooks::client::WebhookClient;
@@ -66,6 +66,24 @@ pub struct ApiConfig {
     pub cache_ttl: Duration,
     /// Which addresses webhooks may be sent to.
     pub webhook_targets: TargetPolicy,
+    /// How many apps and keys a tenant may have.
+    pub limits: AccountLimits,
+}
+
+/// How much a tenant may create: the operator's settings (`--max-apps-per-tenant`,
+/// `--max-keys-per-app`). Reaching one answers 409 `limit_reached`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// Apps one tenant may have.
+    pub apps_per_tenant: u32,
+    /// Keys one app may have that are not revoked (two are live during a rotation).
+    pub live_keys_per_app: u32,
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        Self { apps_per_tenant: 100, live_keys_per_app: 10 }
+    }
 }
 
 impl ApiConfig {
@@ -77,6 +95,7 @@ impl ApiConfig {
             request_timeout: Duration::from_secs(5),
             cache_ttl: Duration::from_secs(30),
             webhook_targets: TargetPolicy::default(),
+            limits: AccountLimits::default(),
         }
     }
 }
@@ -96,6 +115,7 @@ pub(crate) struct ApiState {
     pub(crate) events: Arc<dyn EventQueue>,
     pub(crate) nodes: Nodes,
     pub(crate) webhook_client: WebhookClient,
+    pub(crate) limits: AccountLimits,
     /// Woken when deliveries were queued on this node.
     pub(crate) deliveries_waiting: tokio::sync::Notify,
 }
@@ -131,6 +151,7 @@ impl Api {
             cache: Cache::new(config.cache_ttl),
             events: plane.events,
             webhook_client: WebhookClient::new(config.webhook_targets),
+            limits: config.limits,
             deliveries_waiting: tokio::sync::Notify::new(),
         };
         Self { state: Arc::new(state) }

@@ -207,7 +207,7 @@ pub async fn payloads_arrive_byte_for_byte(bus: impl Bus) {
 use signalbox_core::{AppId, GroupName, Scope};
 use signalbox_proto::Subjects;
 
-use crate::journal::{Journal, Retention, continuous};
+use crate::journal::{Continuity, Journal, Retention, continuity};
 use crate::{Claim, Idempotency, Position};
 
 fn group_subjects(app: &AppId, group: &str) -> (Subject, Subject) {
@@ -229,6 +229,58 @@ pub async fn run_journal<B: Bus, J: Journal>(make: impl Fn() -> (B, J)) {
     repeats_are_recognised(make()).await;
     reads_return_what_is_kept(make()).await;
     racing_appenders_keep_an_exact_chain(make(), make()).await;
+    a_history_begun_again_is_a_reset(make()).await;
+}
+
+/// A position given out by a history that was removed reads as a reset in the history that
+/// replaced it — never as "nothing missed", though the new history's first message names no
+/// predecessor.
+pub async fn a_history_begun_again_is_a_reset<B: Bus, J: Journal>((_bus, journal): (B, J)) {
+    let app = AppId::generate();
+    let (history, _) = group_subjects(&app, "room");
+    let old = journal.append(&app, retention(100), history.clone(), Bytes::from_static(b"old"), "o".into()).await;
+    let old = old.expect("append").seq;
+    journal.remove(&app).await.expect("remove");
+    let new = journal.append(&app, retention(100), history.clone(), Bytes::from_static(b"new"), "n".into()).await;
+    assert!(new.expect("append").seq > old, "positions only grow");
+    let stored = journal.read(&app, &history, old, 10).await.expect("read");
+    assert_eq!(stored.len(), 1);
+    let bounds = journal.bounds(&app).await.expect("bounds");
+    assert_eq!(continuity(old, stored.first(), bounds), Continuity::Reset);
+}
+
+/// What was stored before a restart of the journal (the process, or the server behind it) is
+/// there after it: the messages, their positions and chains, the duplicates window, the
+/// bounds. `reopen` stops the journal and returns a new one over the same storage.
+pub async fn history_survives_a_restart<J: Journal>(journal: J, reopen: impl AsyncFnOnce(J) -> J) {
+    let app = AppId::generate();
+    let (a, _) = group_subjects(&app, "a");
+    let (b, _) = group_subjects(&app, "b");
+    let mut seqs = Vec::new();
+    for i in 0..6u8 {
+        let subject = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let appended =
+            journal.append(&app, retention(100), subject, Bytes::from(vec![i]), format!("d{i}")).await.expect("append");
+        seqs.push(appended.seq);
+    }
+    let before_a = journal.read(&app, &a, 0, 100).await.expect("read");
+    let before_bounds = journal.bounds(&app).await.expect("bounds");
+
+    let journal = reopen(journal).await;
+    assert_eq!(journal.read(&app, &a, 0, 100).await.expect("read after restart"), before_a, "same messages");
+    assert_eq!(journal.bounds(&app).await.expect("bounds"), before_bounds, "same origin and first");
+    let again = journal.append(&app, retention(100), a.clone(), Bytes::from(vec![4]), "d4".into()).await;
+    assert_eq!(again.expect("append").seq, seqs[4], "a repeat from before the restart is still recognised");
+    let next = journal.append(&app, retention(100), a.clone(), Bytes::from_static(b"n"), "n".into()).await;
+    let next = next.expect("append").seq;
+    assert!(next > seqs[5], "positions go on growing");
+    let read = journal.read(&app, &a, seqs[4], 10).await.expect("read");
+    assert_eq!(read.iter().map(|s| s.position).collect::<Vec<_>>(), vec![Position { seq: next, previous: seqs[4] }]);
+    let bounds = journal.bounds(&app).await.expect("bounds");
+    assert_eq!(
+        continuity(seqs[1], journal.read(&app, &a, seqs[1], 1).await.expect("read").first(), bounds),
+        Continuity::Complete
+    );
 }
 
 pub async fn appends_are_positioned_and_delivered_in_order<B: Bus, J: Journal>((bus, journal): (B, J)) {
@@ -308,13 +360,14 @@ pub async fn reads_return_what_is_kept<B: Bus, J: Journal>((_bus, journal): (B, 
     let kept = journal.read(&app, &history, 0, 100).await.expect("read");
     assert_eq!(kept.iter().map(|s| s.position.seq).collect::<Vec<_>>(), seqs[2..], "the newest 3");
     assert_eq!(kept[0].position.previous, seqs[1], "the oldest kept one still names its predecessor");
-    let first = journal.first_position(&app).await.expect("first");
-    assert!(!continuous(0, kept.first(), first), "from the start: two expired");
-    assert!(continuous(seqs[1], kept.first(), first), "after the second: nothing missed");
+    let bounds = journal.bounds(&app).await.expect("bounds");
+    assert!(bounds.is_some_and(|b| b.origin <= seqs[0] && b.first <= seqs[2]), "{bounds:?} {seqs:?}");
+    assert_eq!(continuity(0, kept.first(), bounds), Continuity::Expired, "from the start: two expired");
+    assert_eq!(continuity(seqs[1], kept.first(), bounds), Continuity::Complete, "after the second: nothing missed");
     let after = journal.read(&app, &history, seqs[2], 1).await.expect("read");
     assert_eq!(after.iter().map(|s| s.position.seq).collect::<Vec<_>>(), [seqs[3]], "after a position, limited");
     assert!(journal.read(&app, &history, seqs[4], 10).await.expect("read").is_empty());
-    assert!(continuous(seqs[4], None, first), "up to date");
+    assert_eq!(continuity(seqs[4], None, bounds), Continuity::Complete, "up to date");
     let (other, _) = group_subjects(&app, "nobody");
     assert!(journal.read(&app, &other, 0, 10).await.expect("read").is_empty());
     journal.remove(&app).await.expect("remove");

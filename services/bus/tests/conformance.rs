@@ -7,7 +7,7 @@ use signalbox_bus::{
     NatsIdempotency, NatsJournal, conformance,
 };
 use signalbox_proto::Subjects;
-use signalbox_test_support::NatsServer;
+use signalbox_test_support::{NatsServer, tempfile};
 
 #[tokio::test]
 async fn local_bus_conforms() {
@@ -81,11 +81,47 @@ async fn nats_outages_fail_loudly_and_subscriptions_come_back() {
     }
 }
 
+async fn local_journal(dir: &std::path::Path) -> (LocalBus, LocalJournal) {
+    let bus = LocalBus::new();
+    let journal = LocalJournal::open(bus.clone(), Subjects::default(), &dir.join("history.db")).await.expect("open");
+    (bus, journal)
+}
+
 #[tokio::test]
 async fn local_journal_conforms() {
-    let bus = LocalBus::new();
-    let journal = LocalJournal::new(bus.clone(), Subjects::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (bus, journal) = local_journal(dir.path()).await;
     conformance::run_journal(|| (bus.clone(), journal.clone())).await;
+}
+
+#[tokio::test]
+async fn local_journal_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_bus, journal) = local_journal(dir.path()).await;
+    conformance::history_survives_a_restart(journal, async |journal| {
+        drop(journal);
+        local_journal(dir.path()).await.1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nats_journal_survives_a_restart() {
+    let mut server = NatsServer::start();
+    let config = NatsConfig::new(server.url(), "journal-restart");
+    let bus = NatsBus::connect(&config).await.expect("connect");
+    bus.wait_connected(Duration::from_secs(10)).await.expect("connected");
+    let journal = NatsJournal::new(&bus, Subjects::default());
+    conformance::history_survives_a_restart(journal, async |journal| {
+        drop(journal);
+        server.stop();
+        server.start_again();
+        bus.wait_connected(Duration::from_secs(10)).await.expect("reconnected");
+        let fresh = NatsBus::connect(&config).await.expect("connect");
+        fresh.wait_connected(Duration::from_secs(10)).await.expect("connected");
+        NatsJournal::new(&fresh, Subjects::default())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -93,7 +129,7 @@ async fn nats_journal_conforms() {
     let server = NatsServer::start();
     let config = NatsConfig::new(server.url(), "journal");
     let mut nodes = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..7 {
         let bus = NatsBus::connect(&config).await.expect("connect");
         bus.wait_connected(Duration::from_secs(10)).await.expect("connected");
         let journal = NatsJournal::new(&bus, Subjects::default());

@@ -10,6 +10,7 @@
 //! - [`token`]: client-token claims, HS256 signing and verification;
 //! - [`signalr`]: SignalR connection tokens and Azure SignalR-style access tokens;
 //! - [`codes`]: the one table of close codes and error codes, with what a client should do;
+//! - [`recovery`]: why a group was not recovered after a reconnect;
 //! - [`webhook`]: the events an app's webhooks can ask for;
 //! - [`json`]: the depth and number limits of published JSON;
 //! - [`admission`]: the mark an HTTP request carries until it is authenticated.
@@ -22,6 +23,7 @@ pub mod codes;
 pub mod ids;
 pub mod json;
 pub mod permission;
+pub mod recovery;
 pub mod scopes;
 pub mod settings;
 pub mod signalr;
@@ -33,6 +35,7 @@ pub use ids::{
     AppId, ConnectionId, EventName, GroupName, HubName, InvalidName, KeyId, NodeId, Scope, TenantId, UserId, WebhookId,
 };
 pub use permission::{Action, Permission, Permissions};
+pub use recovery::RecoveryFailure;
 pub use scopes::{KeyScope, KeyScopes};
 pub use settings::{AppSettings, Limits};
 pub use token::{ClientClaims, TokenError};

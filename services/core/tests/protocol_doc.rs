@@ -56,3 +56,21 @@ fn every_error_code_is_documented_under_its_action() {
     }
     assert_eq!(rows.len(), ErrorCode::ALL.len(), "protocol.md lists an error code the server does not use");
 }
+
+#[test]
+fn every_recovery_reason_is_documented() {
+    use signalbox_core::RecoveryFailure;
+    let doc = doc();
+    let start = doc.find("| `recovered` | `reason` |").expect("the recovery table in protocol.md");
+    let table: Vec<&str> = doc[start..].lines().take_while(|l| l.starts_with('|')).collect();
+    let documented: Vec<&str> = table
+        .iter()
+        .filter_map(|row| row.split('|').nth(2))
+        .map(|cell| cell.trim().trim_matches('`'))
+        .filter(|code| !code.is_empty() && *code != "reason" && *code != "—" && !code.starts_with('-'))
+        .collect();
+    for reason in RecoveryFailure::ALL {
+        assert!(documented.contains(&reason.as_str()), "{reason} missing from protocol.md");
+    }
+    assert_eq!(documented.len(), RecoveryFailure::ALL.len(), "protocol.md lists a reason the server does not use");
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use signalbox_api::TargetPolicy;
+use signalbox_api::{AccountLimits, TargetPolicy};
 use signalbox_core::{AppId, NodeId};
 use signalbox_edge::EdgeConfig;
 use signalbox_edge::http::HttpLimits;
@@ -132,14 +132,33 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNALBOX_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
     /// Address ranges webhooks may reach besides public ones: `loopback`, `private`,
-    /// `link-local` (comma-separated), or `none`. Local development allows this machine and
-    /// private networks.
-    #[arg(long, env = "SIGNALBOX_WEBHOOK_ALLOW", default_value = "loopback,private", value_parser = parse_target_policy)]
+    /// `link-local` (comma-separated), or `none`. To call a webhook on this machine while
+    /// developing, pass `--webhook-allow loopback`. Cloud metadata services need `link-local`.
+    #[arg(long, env = "SIGNALBOX_WEBHOOK_ALLOW", default_value = "none", value_parser = parse_target_policy)]
     pub webhook_allow: TargetPolicy,
+    #[command(flatten)]
+    pub limits: TenantLimits,
     #[command(flatten)]
     pub edge: EdgeTuning,
     #[command(flatten)]
     pub http: HttpTuning,
+}
+
+/// What one tenant may create (the api's limits; reaching one answers 409 `limit_reached`).
+#[derive(Debug, Args)]
+pub struct TenantLimits {
+    /// Apps one tenant may have.
+    #[arg(long, env = "SIGNALBOX_MAX_APPS_PER_TENANT", default_value_t = AccountLimits::default().apps_per_tenant)]
+    pub max_apps_per_tenant: u32,
+    /// Keys one app may have that are not revoked.
+    #[arg(long, env = "SIGNALBOX_MAX_KEYS_PER_APP", default_value_t = AccountLimits::default().live_keys_per_app)]
+    pub max_keys_per_app: u32,
+}
+
+impl TenantLimits {
+    pub fn limits(&self) -> AccountLimits {
+        AccountLimits { apps_per_tenant: self.max_apps_per_tenant, live_keys_per_app: self.max_keys_per_app }
+    }
 }
 
 /// Parses `--webhook-allow`.
@@ -180,9 +199,11 @@ pub struct ApiArgs {
     #[arg(long, env = "SIGNALBOX_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub nats_replicas: u8,
     /// Address ranges webhooks may reach besides public ones: `loopback`, `private`,
-    /// `link-local` (comma-separated), or `none`.
+    /// `link-local` (comma-separated), or `none`. Cloud metadata services need `link-local`.
     #[arg(long, env = "SIGNALBOX_WEBHOOK_ALLOW", default_value = "none", value_parser = parse_target_policy)]
     pub webhook_allow: TargetPolicy,
+    #[command(flatten)]
+    pub limits: TenantLimits,
     #[command(flatten)]
     pub http: HttpTuning,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use signalbox_api::{Api, ApiConfig, MasterKey, Plane, TargetPolicy};
+use signalbox_api::{AccountLimits, Api, ApiConfig, MasterKey, Plane, TargetPolicy};
 use signalbox_bus::{Bus, EventQueue, Journal, NatsBus, NatsConfig, NatsEventQueue, NatsIdempotency, NatsJournal};
 use signalbox_edge::http::HttpLimits;
 use signalbox_edge::{Edge, EdgeConfig};
@@ -94,6 +94,7 @@ pub struct ApiRoleConfig {
     pub subjects: Subjects,
     /// Where webhooks may be sent besides public addresses.
     pub webhook_targets: TargetPolicy,
+    pub limits: AccountLimits,
 }
 
 /// A running api node.
@@ -107,8 +108,10 @@ pub struct ApiRole {
 
 impl ApiRole {
     pub async fn start(config: ApiRoleConfig) -> anyhow::Result<Self> {
+        crate::check_admin_token(&config.admin_token, "--admin-token / SIGNALBOX_ADMIN_TOKEN")?;
         let master_key = MasterKey::from_base64(&config.master_key).context("invalid master key")?;
         let store = Store::connect(&config.database_url).await.context("cannot connect to the database")?;
+        signalbox_api::verify_master_key(&store, &master_key).await?;
         let mut nats_config = NatsConfig::new(&config.nats_url, "signalbox-api");
         nats_config.replicas = config.nats_replicas;
         let nats = NatsBus::connect(&nats_config).await?;
@@ -120,6 +123,7 @@ impl ApiRole {
         };
         let mut api_config = ApiConfig::new(config.subjects, config.admin_token, master_key);
         api_config.webhook_targets = config.webhook_targets;
+        api_config.limits = config.limits;
         let api = Api::new(api_config, store.clone(), plane);
         let bus_task = api.serve_bus().await.context("cannot subscribe to edge requests")?;
         let dispatcher = api.start_dispatcher();

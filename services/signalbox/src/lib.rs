@@ -16,6 +16,23 @@ mod health;
 mod http_metrics;
 pub mod telemetry;
 
+/// The fewest characters an operator token may have. The token grants everything, so it must
+/// not be guessable: `openssl rand -hex 32` gives 64, the generated one has 44.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Refuses an operator token shorter than [`MIN_ADMIN_TOKEN_CHARS`]; `from` says where it came
+/// from (for the message).
+pub fn check_admin_token(token: &str, from: &str) -> anyhow::Result<()> {
+    let length = token.chars().count();
+    if length < MIN_ADMIN_TOKEN_CHARS {
+        anyhow::bail!(
+            "the operator token from {from} has {length} characters; at least {MIN_ADMIN_TOKEN_CHARS} are required \
+             (make one with `openssl rand -hex 32`)"
+        );
+    }
+    Ok(())
+}
+
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     {

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use signalbox::cli::{Cli, Command};
 use signalbox::cluster::{self, ApiRole, ApiRoleConfig, EdgeRole, EdgeRoleConfig, HttpConfig};
-use signalbox::embedded::{Embedded, ServeConfig};
+use signalbox::embedded::{AdminTokenSource, Embedded, ServeConfig};
 use signalbox::{shutdown_signal, telemetry};
+use signalbox_api::TargetPolicy;
 use signalbox_proto::Subjects;
 
 fn main() -> ExitCode {
@@ -48,6 +49,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.admin_token = args.admin_token;
             config.master_key = args.master_key;
             config.webhook_targets = args.webhook_allow;
+            config.limits = args.limits.limits();
             args.edge.apply(&mut config.edge)?;
             config.http = args.http.limits();
             config.metrics_listen = Some(args.http.metrics_listen);
@@ -71,6 +73,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 master_key: args.master_key,
                 subjects: Subjects::new(&args.subject_prefix),
                 webhook_targets: args.webhook_allow,
+                limits: args.limits.limits(),
             })
             .await?;
             if let Some(metrics) = role.metrics_addr() {
@@ -124,14 +127,21 @@ fn print_banner(server: &Embedded) {
     }
     println!("  Data       {}", server.data_dir().display());
     println!();
-    if server.admin_token_generated() {
-        println!("  Operator token (generated now; saved in {}):", server.data_dir().join("admin-token").display());
-        println!("    {}", server.admin_token());
+    match server.admin_token_source() {
+        AdminTokenSource::Given => {
+            println!("  Operator token: the one given with --admin-token / SIGNALBOX_ADMIN_TOKEN");
+        }
+        AdminTokenSource::Generated(file) => {
+            println!("  Operator token (generated now; saved in {}):", file.display());
+            println!("    {}", server.admin_token());
+        }
+        AdminTokenSource::File(file) => println!("  Operator token: in the file {}", file.display()),
+    }
+    let allowed = server.webhook_targets();
+    if allowed == TargetPolicy::default() {
+        println!("  Webhooks: public addresses only (--webhook-allow loopback for one on this machine)");
     } else {
-        println!(
-            "  Operator token: SIGNALBOX_ADMIN_TOKEN, or the file {}",
-            server.data_dir().join("admin-token").display()
-        );
+        println!("  Webhooks: public addresses and {} (--webhook-allow)", allowed.describe());
     }
     println!();
     println!("Press Ctrl-C to stop.");

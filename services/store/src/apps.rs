@@ -64,6 +64,15 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// How many apps the tenant has.
+    pub async fn count_apps(&self, tenant: &TenantId) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM apps WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// The app, whoever owns it: for callers already authenticated for this app (its keys).
     pub async fn app(&self, app: &AppId) -> Result<Option<AppRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM apps WHERE id = $1"));

@@ -57,6 +57,15 @@ impl Store {
         Ok(())
     }
 
+    /// How many keys of the app are not revoked.
+    pub async fn count_live_keys(&self, app: &AppId) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM app_keys WHERE app_id = $1 AND revoked_at IS NULL")
+            .bind(app.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// A key by id, revoked or not.
     pub async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE k.id = $1"));

@@ -3,6 +3,7 @@
 //! # Layout
 //! - this file: [`Store`] — connecting, migrating, readiness;
 //! - [`tenants`], [`apps`], [`keys`], [`user_groups`], [`webhooks`]: one repository per table;
+//! - [`master_key_check`]: what proves at start that the master key is the one in use;
 //! - [`deliveries`]: the webhook delivery queue (ordered per connection, claimed with leases)
 //!   and the delivery log; [`open_connections`]: disconnects owed if an edge is lost;
 //! - [`page`]: cursor pagination shared by the list queries.
@@ -18,6 +19,7 @@
 pub mod apps;
 pub mod deliveries;
 pub mod keys;
+pub mod master_key_check;
 pub mod open_connections;
 pub mod page;
 pub mod tenants;
@@ -34,6 +36,7 @@ use sqlx::{AnyPool, ConnectOptions as _};
 pub use apps::AppRecord;
 pub use deliveries::{AttemptRecord, DeliveryRecord, NewDelivery};
 pub use keys::KeyRecord;
+pub use master_key_check::SealedSample;
 pub use open_connections::OpenConnection;
 pub use page::{Cursor, Page, PageRequest};
 pub use tenants::TenantRecord;

@@ -69,7 +69,12 @@ export class Signalbox {
   async start() {
     // Metrics on a port of their own: other servers may run on this machine.
     const args = ["serve", "--listen", `127.0.0.1:${this.port}`, "--metrics-listen", "127.0.0.1:0", "--data-dir", this.dataDir, ...this.extraArgs];
-    const env = { ...process.env, SIGNALBOX_LOG: process.env.SIGNALBOX_LOG ?? "warn" };
+    const env = {
+      ...process.env,
+      SIGNALBOX_LOG: process.env.SIGNALBOX_LOG ?? "warn",
+      // The tests' webhook receivers listen on 127.0.0.1, which `serve` refuses unless allowed.
+      SIGNALBOX_WEBHOOK_ALLOW: process.env.SIGNALBOX_WEBHOOK_ALLOW ?? "loopback",
+    };
     delete env.SIGNALBOX_ADMIN_TOKEN; // The token is generated into the data dir, read from there.
     const child = spawn(signalboxBinary(), args, {
       env,

@@ -66,6 +66,7 @@ pub(crate) struct AppPath {
     responses(
         (status = 201, body = App),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`limit_reached`: the tenant has as many apps as the operator allows (100 by default)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid name or settings", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -76,6 +77,12 @@ pub(crate) async fn create_app(
 ) -> Result<impl IntoResponse, ApiError> {
     let name = display_name(&body.name)?;
     let settings = AppSettings::from_json(serde_json::Value::Object(body.settings))?;
+    let limit = state.limits.apps_per_tenant;
+    if state.store.count_apps(&tenant.id).await? >= i64::from(limit) {
+        return Err(ApiError::LimitReached(format!(
+            "the tenant has {limit} apps, the most the operator allows: delete one first"
+        )));
+    }
     let now = clock::unix_millis();
     let app =
         AppRecord { id: AppId::generate(), tenant_id: tenant.id, name, settings, created_at: now, updated_at: now };

@@ -93,6 +93,7 @@ async fn owned_app_id(
     responses(
         (status = 201, description = "Created; the secret is shown only now", body = CreatedKey),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`limit_reached`: the app has as many live (unrevoked) keys as the operator allows (10 by default)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn create_key(
@@ -124,6 +125,12 @@ pub(crate) async fn create_key(
         Some(scopes) => scopes.into_iter().collect(),
         None => KeyScopes::all(),
     };
+    let limit = state.limits.live_keys_per_app;
+    if state.store.count_live_keys(&app).await? >= i64::from(limit) {
+        return Err(ApiError::LimitReached(format!(
+            "the app has {limit} live keys, the most the operator allows: revoke one first"
+        )));
+    }
     let id = KeyId::generate();
     let secret = ids::random_token(43);
     let record = KeyRecord {

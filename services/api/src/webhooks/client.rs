@@ -61,6 +61,12 @@ impl Answer {
 pub(crate) enum CallError {
     #[error("refused target: {0}")]
     Target(#[from] targets::TargetError),
+    /// The policy refuses every address of the target. Said the same way whatever listens (or
+    /// does not) there, and before any connection is tried, so a test call probes nothing.
+    #[error(
+        "refused target: its address is not allowed (loopback, private, link-local and metadata addresses are refused unless the operator allows them)"
+    )]
+    Refused,
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("request failed: {0}")]
@@ -101,7 +107,7 @@ impl WebhookClient {
     /// Makes the call.
     pub(crate) async fn call(&self, call: &Call<'_>) -> Result<Answer, CallError> {
         let url = url::Url::parse(call.url).map_err(|_| targets::TargetError::Malformed)?;
-        targets::check_literal_host(&url, self.policy)?;
+        targets::check_literal_host(&url, self.policy).map_err(|_| CallError::Refused)?;
         let mut request = Request::post(url.as_str())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::USER_AGENT, USER_AGENT)
@@ -129,7 +135,9 @@ impl WebhookClient {
             .map_err(|e| CallError::Request(e.to_string()))?;
         let started = Instant::now();
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| CallError::Request(describe(&e)))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                if refused_by_policy(&e) { CallError::Refused } else { CallError::Request(describe(&e)) }
+            })?;
             let status = response.status().as_u16();
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
@@ -148,6 +156,20 @@ impl WebhookClient {
             tokio::time::timeout(call.timeout, exchange).await.map_err(|_| CallError::Timeout(call.timeout))??;
         Ok(Answer { status, body, latency: started.elapsed() })
     }
+}
+
+/// Whether a connection failed because [`GuardedResolver`] refused every address.
+fn refused_by_policy(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        // An io::Error's `source` skips the error it wraps: look inside it.
+        let inner = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        if err.is::<targets::TargetError>() || inner.is_some_and(|e| e.is::<targets::TargetError>()) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// An error with its causes, which is where the useful part of a connection error is.

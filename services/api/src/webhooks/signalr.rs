@@ -31,8 +31,51 @@ struct Completion<'a> {
     error: Option<String>,
 }
 
-fn url_for(template: &str, hub: &str, event: &str) -> String {
-    template.replace("{hub}", hub).replace("{category}", "messages").replace("{event}", event)
+/// Encodes a placeholder's value so it stays one path segment or one query value: every byte
+/// but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) is percent-encoded, so `/`, `?`, `#`, `&`,
+/// `=` and `+` cannot change the URL's shape.
+fn encode_component(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Fills `{name}` in one part of a URL. A stored URL is normalized, which percent-encodes the
+/// braces in its path (`%7Bhub%7D`) but not in its query: both spellings are placeholders.
+fn fill(part: &str, name: &str, value: &str) -> String {
+    let mut filled = part.replace(&format!("{{{name}}}"), value);
+    for (open, close) in [("%7B", "%7D"), ("%7b", "%7d")] {
+        filled = filled.replace(&format!("{open}{name}{close}"), value);
+    }
+    filled
+}
+
+/// The upstream URL of one call: Azure's placeholders `{hub}`, `{category}` and `{event}`
+/// filled, each encoded as a path segment or a query value where it stands. `None` when a
+/// value would change the URL's path (a method named `..` is a dot segment, which parsing
+/// would remove along with the segment before it).
+fn url_for(template: &str, hub: &str, event: &str) -> Option<String> {
+    let template = template.split_once('#').map_or(template, |(url, _)| url);
+    let (path, query) = match template.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (template, None),
+    };
+    let values =
+        [("hub", encode_component(hub)), ("category", "messages".to_owned()), ("event", encode_component(event))];
+    let path = values.iter().fold(path.to_owned(), |part, (name, value)| fill(&part, name, value));
+    let query = query.map(|q| values.iter().fold(q.to_owned(), |part, (name, value)| fill(&part, name, value)));
+    let url = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let parsed = url::Url::parse(&url).ok()?;
+    (parsed.as_str() == url).then_some(url)
 }
 
 fn failure(message: impl Into<String>) -> ApiAnswer {
@@ -89,7 +132,9 @@ pub(super) async fn invoke(
     if let Some(user) = &request.user {
         headers.push(("x-asrs-user-id", user.clone()));
     }
-    let url = url_for(&webhook.record.url, &request.hub, &request.event);
+    let Some(url) = url_for(&webhook.record.url, &request.hub, &request.event) else {
+        return failure("the hub method's name cannot be put in the upstream URL");
+    };
     let id = ids::event_id();
     let call = Call {
         url: &url,
@@ -138,6 +183,43 @@ mod tests {
         assert_eq!(result(completion_of(b"{\"a\":1}", 100)), Ok(Bytes::from("{\"a\":1}")));
         assert!(result(completion_of(b"not json", 100)).is_err());
         assert!(result(completion_of(b"[1,2,3]", 3)).is_err());
-        assert_eq!(url_for("http://f/{hub}/api/{category}/{event}", "chat", "send"), "http://f/chat/api/messages/send");
+    }
+
+    #[test]
+    fn placeholders_are_filled_and_encoded_where_they_stand() {
+        // Stored URLs are normalized: braces in the path are percent-encoded, in the query not.
+        let stored = url::Url::parse("https://f.example/api/{hub}/{category}/{event}?code=k&m={event}&h={hub}")
+            .expect("url")
+            .to_string();
+        assert!(stored.contains("/%7Bhub%7D/"), "{stored}");
+        let url = |hub: &str, event: &str| url_for(&stored, hub, event);
+        assert_eq!(
+            url("chat", "send").as_deref(),
+            Some("https://f.example/api/chat/messages/send?code=k&m=send&h=chat")
+        );
+        // A hostile method name stays one segment and one value: no parameter injected, `code` kept.
+        assert_eq!(
+            url("chat", "x&code=evil").as_deref(),
+            Some("https://f.example/api/chat/messages/x%26code%3Devil?code=k&m=x%26code%3Devil&h=chat")
+        );
+        assert_eq!(
+            url("chat", "a/../b?c#d e+f").as_deref(),
+            Some(
+                "https://f.example/api/chat/messages/a%2F..%2Fb%3Fc%23d%20e%2Bf?code=k&m=a%2F..%2Fb%3Fc%23d%20e%2Bf&h=chat"
+            )
+        );
+        assert_eq!(
+            url("chat", "é").as_deref(),
+            Some("https://f.example/api/chat/messages/%C3%A9?code=k&m=%C3%A9&h=chat")
+        );
+        // A dot segment would climb the path: refused.
+        assert_eq!(url("chat", ".."), None);
+        assert_eq!(url("chat", "."), None);
+        // Unnormalized templates and ones without placeholders work too.
+        assert_eq!(
+            url_for("http://f/{hub}/api/{category}/{event}", "chat", "send").as_deref(),
+            Some("http://f/chat/api/messages/send")
+        );
+        assert_eq!(url_for("http://f/hook", "chat", "send").as_deref(), Some("http://f/hook"));
     }
 }

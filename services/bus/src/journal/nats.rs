@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use signalbox_core::AppId;
 use signalbox_proto::{Subject, Subjects};
 
-use super::{Appended, Journal, Retention, Stored};
+use super::{Appended, Bounds, Journal, Retention, Stored};
 use crate::{BoxFuture, Bus as _, BusError, NatsBus, Position};
 
 /// Whether a JetStream API error says the app has no history stream (yet).
@@ -143,8 +143,10 @@ impl NatsJournal {
             ..stream::Config::default()
         };
         match self.js.get_stream(&config.name).await {
-            Ok(_) => {
-                self.js.update_stream(config).await.map_err(Self::transport)?;
+            Ok(stream) => {
+                // Keep the first sequence it was created with: it is the history's origin.
+                let first_sequence = stream.cached_info().config.first_sequence;
+                self.js.update_stream(stream::Config { first_sequence, ..config }).await.map_err(Self::transport)?;
             }
             Err(err) if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e) if stream_missing(e)) =>
             {
@@ -155,8 +157,12 @@ impl NatsJournal {
                     self.js.create_stream(stream::Config { first_sequence: Some(first), ..config.clone() }).await;
                 if created.is_err() {
                     // Another node created it first (with another first sequence): use theirs.
-                    self.js.get_stream(&config.name).await.map_err(Self::transport)?;
-                    self.js.update_stream(config).await.map_err(Self::transport)?;
+                    let stream = self.js.get_stream(&config.name).await.map_err(Self::transport)?;
+                    let first_sequence = stream.cached_info().config.first_sequence;
+                    self.js
+                        .update_stream(stream::Config { first_sequence, ..config })
+                        .await
+                        .map_err(Self::transport)?;
                 }
             }
             Err(err) => return Err(Self::transport(err)),
@@ -259,19 +265,22 @@ impl Journal for NatsJournal {
         })
     }
 
-    fn first_position(&self, app: &AppId) -> BoxFuture<'_, Result<Option<u64>, BusError>> {
+    fn bounds(&self, app: &AppId) -> BoxFuture<'_, Result<Option<Bounds>, BusError>> {
         let app = app.clone();
         Box::pin(async move {
             match self.js.get_stream(self.stream_name(&app)).await {
                 Ok(mut stream) => {
                     let info = stream.info().await.map_err(Self::transport)?;
+                    // The configured first sequence is where this stream's positions began (a
+                    // stream from before it was set began at 1).
+                    let origin = info.config.first_sequence.unwrap_or(1).max(1);
                     // An empty stream reports its next position as `first_sequence` (or 0 before
-                    // its first message: then the configured first sequence).
+                    // its first message: then the origin).
                     let first = match info.state.first_sequence {
-                        0 => info.config.first_sequence.unwrap_or(1),
+                        0 => origin,
                         first => first,
                     };
-                    Ok(Some(first.max(1)))
+                    Ok(Some(Bounds { origin, first: first.max(1) }))
                 }
                 Err(err) if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e) if stream_missing(e)) => {
                     Ok(None)

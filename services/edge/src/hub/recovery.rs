@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use signalbox_bus::journal::continuous;
-use signalbox_core::GroupName;
+use signalbox_bus::journal::{Continuity, continuity};
+use signalbox_core::{GroupName, RecoveryFailure};
 use signalbox_proto::native::GroupRecovery;
 use signalbox_proto::wire::{self, Body};
 
@@ -26,18 +26,14 @@ impl Hub {
     /// Replays `group` to `conn` after position `after` and releases the held live messages.
     /// `conn.recovery.start(group)` must have been called before the connection joined.
     pub(crate) async fn replay(&self, conn: &Arc<Conn>, group: &GroupName, after: u64) -> GroupRecovery {
-        let outcome = |recovered: bool, reason: Option<&str>| GroupRecovery {
-            group: group.to_string(),
-            recovered,
-            reason: reason.map(str::to_owned),
-        };
+        let failed = |reason| GroupRecovery::failed(group.as_str(), reason);
         if !conn.settings.history.keeps(group) {
             conn.recovery.cancel(group);
-            return outcome(false, Some("the group keeps no history"));
+            return failed(RecoveryFailure::NoHistory);
         }
         let subject = self.config.subjects.history(&conn.scope, group);
         let mut last = after;
-        let mut continuity = None;
+        let mut found = None;
         let mut replayed = 0_u64;
         loop {
             let stored = match self.journal.read(&conn.scope.app, &subject, last, PAGE).await {
@@ -45,13 +41,19 @@ impl Hub {
                 Err(err) => {
                     tracing::warn!(connection = %conn.id, group = %group, error = %err, "cannot read history to recover");
                     conn.finish_recovery(group, last);
-                    return outcome(false, Some("history is unavailable right now; reconnect to retry"));
+                    return failed(RecoveryFailure::Unavailable);
                 }
             };
-            if continuity.is_none() {
-                // Unknown (the journal did not answer): assume the worst, say so.
-                let first_position = self.journal.first_position(&conn.scope.app).await.unwrap_or(Some(u64::MAX));
-                continuity = Some(continuous(after, stored.first(), first_position));
+            if found.is_none() {
+                let bounds = match self.journal.bounds(&conn.scope.app).await {
+                    Ok(bounds) => bounds,
+                    Err(err) => {
+                        tracing::warn!(connection = %conn.id, group = %group, error = %err, "cannot read history bounds to recover");
+                        conn.finish_recovery(group, last);
+                        return failed(RecoveryFailure::Unavailable);
+                    }
+                };
+                found = Some(continuity(after, stored.first(), bounds));
             }
             let full = stored.len() == PAGE;
             for stored in stored {
@@ -59,7 +61,7 @@ impl Hub {
                 while conn.outbox.is_backed_up() {
                     if conn.outbox.is_closing() {
                         conn.finish_recovery(group, last);
-                        return outcome(false, Some("the connection closed during recovery"));
+                        return failed(RecoveryFailure::Closed);
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -68,7 +70,7 @@ impl Hub {
                     let frame = Outgoing::new(&envelope, Some(group.as_str())).frame(conn.format()).clone();
                     if conn.outbox.push(frame) != Pushed::Queued {
                         conn.finish_recovery(group, last);
-                        return outcome(false, Some("the connection closed during recovery"));
+                        return failed(RecoveryFailure::Closed);
                     }
                     last = stored.position.seq;
                     replayed += 1;
@@ -79,15 +81,16 @@ impl Hub {
             }
         }
         conn.finish_recovery(group, last);
-        let recovered = continuity == Some(true);
-        metrics::counter!("signalbox_history_replays_total", "recovered" => if recovered { "true" } else { "false" })
+        let outcome = match found {
+            Some(Continuity::Complete) | None => GroupRecovery::recovered(group.as_str()),
+            Some(Continuity::Expired) => failed(RecoveryFailure::Expired),
+            Some(Continuity::Reset) => failed(RecoveryFailure::Reset),
+        };
+        let label = outcome.reason.map_or("recovered", RecoveryFailure::as_str);
+        metrics::counter!("signalbox_history_replays_total", "recovered" => if outcome.recovered { "true" } else { "false" }, "reason" => label)
             .increment(1);
         metrics::counter!("signalbox_history_replayed_messages_total").increment(replayed);
-        tracing::info!(connection = %conn.id, group = %group, after, last, replayed, recovered, "history replayed");
-        if recovered {
-            outcome(true, None)
-        } else {
-            outcome(false, Some("messages after this position are no longer in history (retention)"))
-        }
+        tracing::info!(connection = %conn.id, group = %group, after, last, replayed, outcome = label, "history replayed");
+        outcome
     }
 }

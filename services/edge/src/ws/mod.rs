@@ -300,8 +300,7 @@ pub(crate) async fn admit(
             groups.push(group.clone());
             recover.push((group, position));
         } else {
-            let reason = Some("the token does not permit joining this group".to_owned());
-            refused.push(GroupRecovery { group: group.to_string(), recovered: false, reason });
+            refused.push(GroupRecovery::failed(group.as_str(), signalbox_core::RecoveryFailure::Forbidden));
         }
     }
     groups.sort();
