@@ -33,12 +33,14 @@ LABEL org.opencontainers.image.title="signalbox" \
       org.opencontainers.image.source="https://github.com/signalbox-dev/signalbox"
 COPY --from=build /out/signalbox /usr/local/bin/signalbox
 # In a container every role listens on all interfaces (`serve` defaults to loopback
-# otherwise), and the embedded mode keeps its data in the /data volume.
+# otherwise), /metrics included on its own port 9090 (publish it only to your monitoring),
+# and the embedded mode keeps its data in the /data volume.
 ENV SIGNALBOX_LISTEN=0.0.0.0:8080 \
+    SIGNALBOX_METRICS_LISTEN=0.0.0.0:9090 \
     SIGNALBOX_DATA_DIR=/data \
     SIGNALBOX_LOG_FORMAT=json
 WORKDIR /data
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/signalbox"]
 CMD ["serve"]

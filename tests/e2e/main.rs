@@ -2,7 +2,9 @@
 
 mod cluster;
 mod history;
+mod http_limits;
 mod isolation;
+mod json_limits;
 mod lifecycle;
 mod limits;
 mod messaging;

@@ -81,6 +81,11 @@ async fn metrics_on_every_role_move_with_real_traffic() {
     assert_eq!(value(&edge, "signalbox_fanout_duration_seconds_count", &[]), 5.0);
     assert_eq!(value(&edge, "signalbox_delivery_lag_seconds_count", &[]), 5.0);
     assert_eq!(value(&edge, "signalbox_http_requests_total", &[("route", "/client"), ("status", "101")]), 1.0);
+    // Neither role serves /metrics on its public port.
+    for node in [&cluster.api, &cluster.edges[0]] {
+        let public = reqwest::get(format!("{}/metrics", node.http_url())).await.expect("public port");
+        assert_eq!(public.status(), 404, "{}", node.http_url());
+    }
     // Both roles measure their round trip to NATS (from their first connect on).
     for node in [&cluster.api, &cluster.edges[0]] {
         eventually("the NATS round trip to be measured", || async {
@@ -258,6 +263,7 @@ async fn json_logs_follow_a_connection_from_open_to_close() {
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
         .arg(data.path())
         .env("SIGNALBOX_ADMIN_TOKEN", "sba_json_logs_test_operator_token_0123456789")
+        .env("SIGNALBOX_METRICS_LISTEN", "127.0.0.1:0")
         .env("SIGNALBOX_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -311,4 +317,20 @@ async fn json_logs_follow_a_connection_from_open_to_close() {
     assert_eq!(open["app"], app.id.as_str());
     assert_eq!(close["app"], app.id.as_str());
     assert_eq!(close["code"], 4000);
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener_and_not_on_the_public_port() {
+    let server = signalbox_tests::Signalbox::start().await;
+    let public = reqwest::get(format!("{}/metrics", server.http_url())).await.expect("public port");
+    assert_eq!(public.status(), 404);
+    assert_eq!(public.headers()["content-type"], "application/problem+json");
+
+    let addr = server.server.metrics_addr().expect("metrics listener");
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics listener");
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    // The metrics listener serves nothing else.
+    let other = reqwest::get(format!("http://{addr}/healthz")).await.expect("metrics listener");
+    assert_eq!(other.status(), 404);
 }

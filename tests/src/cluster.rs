@@ -20,6 +20,8 @@ const ADMIN_TOKEN: &str = "sba_cluster_test_operator_token_0123456789";
 pub struct Node {
     pub process: Process,
     pub addr: SocketAddr,
+    /// Where its `/metrics` is (a listener of its own).
+    pub metrics_addr: SocketAddr,
 }
 
 impl Node {
@@ -28,11 +30,17 @@ impl Node {
         command.envs(env.iter().map(|(k, v)| (k, v)));
         // SIGNALBOX_TEST_NODE_LOG=debug shows what the nodes do when a test needs explaining.
         let log = std::env::var("SIGNALBOX_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
-        command.arg(role).args(args).arg("--listen").arg("127.0.0.1:0").env("SIGNALBOX_LOG", log);
+        command.arg(role).args(args).args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+        command.env("SIGNALBOX_LOG", log);
         let process = Process::spawn(name, command);
-        let rest = process.wait_for_line(&format!("signalbox {role} listening on http://"), DEADLINE);
-        let addr = rest.trim().parse().unwrap_or_else(|e| panic!("{name}: bad address {rest:?}: {e}"));
-        Self { process, addr }
+        let parse = |rest: String| -> SocketAddr {
+            let addr = rest.trim().trim_end_matches("/metrics");
+            addr.parse().unwrap_or_else(|e| panic!("{name}: bad address {rest:?}: {e}"))
+        };
+        // The metrics line comes first.
+        let metrics_addr = parse(process.wait_for_line(&format!("signalbox {role} metrics on http://"), DEADLINE));
+        let addr = parse(process.wait_for_line(&format!("signalbox {role} listening on http://"), DEADLINE));
+        Self { process, addr, metrics_addr }
     }
 
     pub fn http_url(&self) -> String {
@@ -51,9 +59,10 @@ impl Node {
         }
     }
 
-    /// The node's /metrics, as text.
+    /// The node's /metrics (from its metrics listener), as text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.http_url())).await.expect("metrics").text().await.expect("text")
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        reqwest::get(url).await.expect("metrics").text().await.expect("text")
     }
 }
 

@@ -65,6 +65,7 @@ impl Signalbox {
         let dir = TempDir::new().expect("temp dir");
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
         let mut config = ServeConfig::new(listen, dir.path().join("data"));
+        config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
         // The tests' webhook receivers listen on 127.0.0.1: opted in the way an operator does
         // with `--webhook-allow loopback` (the default refuses it).
         config.webhook_targets = TargetPolicy { loopback: true, ..TargetPolicy::default() };
@@ -84,6 +85,12 @@ impl Signalbox {
 
     pub fn ws_url(&self) -> String {
         self.server.ws_url()
+    }
+
+    /// `/metrics` as text, from the metrics listener.
+    pub async fn metrics(&self) -> String {
+        let addr = self.server.metrics_addr().expect("a metrics listener");
+        reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text")
     }
 
     pub fn operator(&self) -> Client {

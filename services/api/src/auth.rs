@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use http::header;
 use http::request::Parts;
+use signalbox_core::admission::PendingAuth;
 use signalbox_core::{AppId, KeyId, KeyScope};
 use signalbox_store::TenantRecord;
 
@@ -17,6 +18,15 @@ use crate::error::ApiError;
 
 /// Tenant management tokens start with this, so a token's kind is known without a lookup.
 pub(crate) const TENANT_TOKEN_PREFIX: &str = "sbt_";
+
+/// Marks the request authenticated: the HTTP server stops counting it against its source's
+/// unauthenticated requests (`signalbox_core::admission`). Every extractor here calls it on
+/// success — extractors run before the body is read, so no body is read without a credential.
+pub(crate) fn authenticated(parts: &Parts) {
+    if let Some(pending) = parts.extensions.get::<PendingAuth>() {
+        pending.authenticated();
+    }
+}
 
 pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     parts
@@ -39,6 +49,7 @@ impl FromRequestParts<Arc<ApiState>> for Operator {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
         if secrets_equal(token.as_bytes(), state.admin_token.as_bytes()) {
+            authenticated(parts);
             Ok(Self)
         } else {
             Err(ApiError::Unauthorized("this call needs the operator token"))
@@ -61,7 +72,9 @@ impl FromRequestParts<Arc<ApiState>> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, ApiError> {
-        Ok(Self(tenant_from_token(state, bearer(parts)?).await?))
+        let tenant = tenant_from_token(state, bearer(parts)?).await?;
+        authenticated(parts);
+        Ok(Self(tenant))
     }
 }
 
@@ -90,7 +103,9 @@ impl FromRequestParts<Arc<ApiState>> for AppKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, ApiError> {
-        Ok(Self(key_from_token(state, bearer(parts)?).await?))
+        let key = key_from_token(state, bearer(parts)?).await?;
+        authenticated(parts);
+        Ok(Self(key))
     }
 }
 
@@ -119,10 +134,12 @@ impl FromRequestParts<Arc<ApiState>> for KeyOrTenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        if token.starts_with(TENANT_TOKEN_PREFIX) {
-            Ok(Self::Tenant(tenant_from_token(state, token).await?))
+        let caller = if token.starts_with(TENANT_TOKEN_PREFIX) {
+            Self::Tenant(tenant_from_token(state, token).await?)
         } else {
-            Ok(Self::Key(key_from_token(state, token).await?))
-        }
+            Self::Key(key_from_token(state, token).await?)
+        };
+        authenticated(parts);
+        Ok(caller)
     }
 }

@@ -15,6 +15,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use signalbox_bus::BusError;
 use signalbox_core::InvalidName;
+use signalbox_core::json::JsonLimitError;
 use signalbox_core::settings::SettingsError;
 use signalbox_store::StoreError;
 use utoipa::ToSchema;
@@ -50,6 +51,9 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("the request body does not match the schema: {0}")]
     InvalidBody(String),
+    /// Valid JSON that clients could not read back once stored and delivered.
+    #[error("{0}")]
+    InvalidJson(#[from] JsonLimitError),
     #[error("the request must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error(transparent)]
@@ -121,7 +125,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MalformedJson(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::InvalidJson(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidBody(_)
             | Self::InvalidName(_)
@@ -144,6 +148,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidJson(_) => "invalid_json",
             Self::InvalidBody(_) => "invalid_body",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::InvalidName(_) => "invalid_name",

@@ -150,7 +150,8 @@ impl CloseCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// The frame is not valid JSON, or a field is missing or of the wrong type.
+    /// The frame is not valid JSON, or a field is missing or of the wrong type, or its
+    /// `data` nests deeper than 64 levels or holds a number with no finite value.
     BadRequest,
     /// The frame's `type` is not one this protocol knows.
     UnknownType,

@@ -11,13 +11,17 @@
 //! - [`signalr`]: SignalR connection tokens and Azure SignalR-style access tokens;
 //! - [`codes`]: the one table of close codes and error codes, with what a client should do;
 //! - [`recovery`]: why a group was not recovered after a reconnect;
-//! - [`webhook`]: the events an app's webhooks can ask for.
+//! - [`webhook`]: the events an app's webhooks can ask for;
+//! - [`json`]: the depth and number limits of published JSON;
+//! - [`admission`]: the mark an HTTP request carries until it is authenticated.
 //!
 //! This crate must not depend on tokio, axum, sqlx, NATS or any other Signalbox crate.
 
+pub mod admission;
 pub mod clock;
 pub mod codes;
 pub mod ids;
+pub mod json;
 pub mod permission;
 pub mod recovery;
 pub mod scopes;

@@ -12,6 +12,8 @@ pub(crate) fn problem(status: StatusCode, slug: &str, detail: &str) -> Response 
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
+        // The stable code, as in the api's problems: the slug with underscores.
+        "code": slug.replace('-', "_"),
     });
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use signalbox_api::{AccountLimits, TargetPolicy};
 use signalbox_core::{AppId, NodeId};
 use signalbox_edge::EdgeConfig;
+use signalbox_edge::http::HttpLimits;
 use signalbox_proto::Subjects;
 
 use crate::telemetry::LogFormat;
@@ -71,6 +72,51 @@ impl EdgeTuning {
     }
 }
 
+/// The HTTP server's limits and the metrics listener, for every role (docs/operations.md,
+/// "HTTP limits").
+#[derive(Debug, Args)]
+pub struct HttpTuning {
+    /// Where `/metrics` (Prometheus text) is served. Never on the public port: give
+    /// `0.0.0.0:9090` only where the network keeps it private (a pod's metrics port).
+    #[arg(long, env = "SIGNALBOX_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
+    /// HTTP connections served at once (a WebSocket leaves the count once upgraded).
+    #[arg(long, env = "SIGNALBOX_MAX_HTTP_CONNECTIONS", default_value_t = 4096)]
+    pub max_http_connections: usize,
+    /// HTTP connections one source address may hold at once (0: no limit; behind a proxy,
+    /// every connection comes from the proxy).
+    #[arg(long, env = "SIGNALBOX_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
+    pub max_connections_per_ip: usize,
+    /// Requests one source address may have in flight before they are authenticated (0: no
+    /// limit); more get 429.
+    #[arg(long, env = "SIGNALBOX_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 64)]
+    pub max_unauthenticated_per_ip: usize,
+    /// Seconds a client may take to send a request's headers (and an idle keep-alive
+    /// connection stays open).
+    #[arg(long, env = "SIGNALBOX_HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: u64,
+    /// Seconds a client may take to send a request's body; late: 408, connection closed.
+    #[arg(long, env = "SIGNALBOX_BODY_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_seconds: u64,
+    /// Seconds a request may take until its response starts (not WebSockets, event streams
+    /// and long polls, which have their own bounds); late: 503.
+    #[arg(long, env = "SIGNALBOX_REQUEST_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_seconds: u64,
+}
+
+impl HttpTuning {
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_http_connections.max(1),
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_unauthenticated_per_ip: self.max_unauthenticated_per_ip,
+            header_timeout: Duration::from_secs(self.header_timeout_seconds),
+            body_timeout: Duration::from_secs(self.body_timeout_seconds),
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -94,6 +140,8 @@ pub struct ServeArgs {
     pub limits: TenantLimits,
     #[command(flatten)]
     pub edge: EdgeTuning,
+    #[command(flatten)]
+    pub http: HttpTuning,
 }
 
 /// What one tenant may create (the api's limits; reaching one answers 409 `limit_reached`).
@@ -156,6 +204,8 @@ pub struct ApiArgs {
     pub webhook_allow: TargetPolicy,
     #[command(flatten)]
     pub limits: TenantLimits,
+    #[command(flatten)]
+    pub http: HttpTuning,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +227,8 @@ pub struct EdgeArgs {
     pub drain_seconds: u64,
     #[command(flatten)]
     pub edge: EdgeTuning,
+    #[command(flatten)]
+    pub http: HttpTuning,
 }
 
 impl EdgeArgs {

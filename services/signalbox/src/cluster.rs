@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use signalbox_api::{AccountLimits, Api, ApiConfig, MasterKey, Plane, TargetPolicy};
 use signalbox_bus::{Bus, EventQueue, Journal, NatsBus, NatsConfig, NatsEventQueue, NatsIdempotency, NatsJournal};
+use signalbox_edge::http::HttpLimits;
 use signalbox_edge::{Edge, EdgeConfig};
 use signalbox_proto::Subjects;
 use signalbox_store::Store;
@@ -15,21 +16,37 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::health::{self, ReadinessCheck};
+use crate::health::{self, MetricsListener, ReadinessCheck};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-const MAX_HTTP_CONNECTIONS: usize = 4096;
+
+/// How a role serves HTTP: its public address, the limits there, and where `/metrics` is.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub limits: HttpLimits,
+    /// Where `/metrics` is served (never on `listen`); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl HttpConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self { listen, limits: HttpLimits::default(), metrics_listen: None }
+    }
+}
 
 /// A role serving HTTP until shut down.
 #[derive(Debug)]
 struct Serving {
     addr: SocketAddr,
+    metrics: Option<MetricsListener>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl Serving {
-    async fn start(listen: SocketAddr, router: axum::Router) -> anyhow::Result<Self> {
+    async fn start(http: HttpConfig, router: axum::Router) -> anyhow::Result<Self> {
+        let listen = http.listen;
         let router = router
             .fallback(signalbox_api::error::not_found)
             .method_not_allowed_fallback(signalbox_api::error::method_not_allowed)
@@ -37,17 +54,22 @@ impl Serving {
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(signalbox_edge::http::serve(listener, router, MAX_HTTP_CONNECTIONS, async {
+        let metrics = health::start_metrics(http.metrics_listen).await?;
+        let server = tokio::spawn(signalbox_edge::http::serve(listener, router, http.limits, async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, stop: Some(stop), server })
+        Ok(Self { addr, metrics, stop: Some(stop), server })
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.server).await.context("server task failed")?.context("server failed")
+        (&mut self.server).await.context("server task failed")?.context("server failed")?;
+        if let Some(metrics) = self.metrics.take() {
+            metrics.stop().await?;
+        }
+        Ok(())
     }
 }
 
@@ -62,7 +84,7 @@ where
 /// How `signalbox api` runs.
 #[derive(Debug, Clone)]
 pub struct ApiRoleConfig {
-    pub listen: SocketAddr,
+    pub http: HttpConfig,
     pub database_url: String,
     pub nats_url: String,
     /// Replicas of the JetStream resources this node creates.
@@ -112,13 +134,18 @@ impl ApiRole {
                 async move { if api.is_ready().await { Ok(()) } else { Err("NATS or the database is unreachable".into()) } }
             })
         };
-        let serving = Serving::start(config.listen, api.router().merge(health::router(ready))).await?;
+        let serving = Serving::start(config.http, api.router().merge(health::router(ready))).await?;
         tracing::info!(addr = %serving.addr, "signalbox api serving");
         Ok(Self { serving, bus_task, dispatcher, store })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.serving.addr
+    }
+
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.serving.metrics.as_ref().map(MetricsListener::addr)
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -135,7 +162,7 @@ impl ApiRole {
 /// How `signalbox edge` runs.
 #[derive(Debug, Clone)]
 pub struct EdgeRoleConfig {
-    pub listen: SocketAddr,
+    pub http: HttpConfig,
     pub nats_url: String,
     /// Replicas of the JetStream resources this node creates.
     pub nats_replicas: usize,
@@ -166,13 +193,18 @@ impl EdgeRole {
                 async move { if ready { Ok(()) } else { Err("NATS is unreachable or the edge is draining".into()) } }
             })
         };
-        let serving = Serving::start(config.listen, edge.router().merge(health::router(ready))).await?;
+        let serving = Serving::start(config.http, edge.router().merge(health::router(ready))).await?;
         tracing::info!(addr = %serving.addr, "signalbox edge serving");
         Ok(Self { serving, edge })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.serving.addr
+    }
+
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.serving.metrics.as_ref().map(MetricsListener::addr)
     }
 
     /// Drains (clients told to reconnect elsewhere, paced over `period`), then stops; another

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use signalbox_api::{AccountLimits, Api, ApiConfig, MasterKey, Plane, TargetPolicy};
 use signalbox_bus::{Bus, EventQueue, Journal, LocalBus, LocalEventQueue, LocalIdempotency, LocalJournal};
 use signalbox_core::{NodeId, ids};
+use signalbox_edge::http::HttpLimits;
 use signalbox_edge::{Edge, EdgeConfig};
 use signalbox_proto::Subjects;
 use signalbox_store::Store;
@@ -22,8 +23,6 @@ use crate::health;
 
 /// How long shutdown waits for WebSocket clients to finish their close handshakes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// HTTP connections (not WebSockets) served at once.
-const MAX_HTTP_CONNECTIONS: usize = 4096;
 
 /// What `serve` needs; everything has a default.
 #[derive(Debug, Clone)]
@@ -41,6 +40,10 @@ pub struct ServeConfig {
     pub webhook_targets: TargetPolicy,
     /// How many apps and keys a tenant may have.
     pub limits: AccountLimits,
+    /// The HTTP server's connection caps and deadlines.
+    pub http: HttpLimits,
+    /// Where `/metrics` is served (never on `listen`); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -54,6 +57,8 @@ impl ServeConfig {
             edge,
             webhook_targets: TargetPolicy::default(),
             limits: AccountLimits::default(),
+            http: HttpLimits::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -78,6 +83,7 @@ pub struct Embedded {
     data_dir: PathBuf,
     webhook_targets: TargetPolicy,
     edge: Arc<Edge>,
+    metrics: Option<health::MetricsListener>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     bus_task: JoinHandle<()>,
@@ -204,7 +210,8 @@ impl Embedded {
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(signalbox_edge::http::serve(listener, router, MAX_HTTP_CONNECTIONS, async {
+        let metrics = health::start_metrics(config.metrics_listen).await?;
+        let server = tokio::spawn(signalbox_edge::http::serve(listener, router, config.http, async {
             let _ = stopped.await;
         }));
         tracing::info!(%addr, data_dir = %data_dir.display(), "signalbox serving (embedded)");
@@ -215,6 +222,7 @@ impl Embedded {
             data_dir,
             webhook_targets: config.webhook_targets,
             edge,
+            metrics,
             stop: Some(stop),
             server,
             bus_task,
@@ -235,6 +243,11 @@ impl Embedded {
     /// `ws://HOST:PORT/client`, for clients.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/client", self.addr)
+    }
+
+    /// Where `/metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(health::MetricsListener::addr)
     }
 
     pub fn admin_token(&self) -> &str {
@@ -277,6 +290,9 @@ impl Embedded {
             let _ = stop.send(());
         }
         (&mut self.server).await.context("server task failed")?.context("server failed")?;
+        if let Some(metrics) = self.metrics.take() {
+            metrics.stop().await?;
+        }
         self.bus_task.abort();
         for task in &self.dispatcher {
             task.abort();

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use signalbox::cli::{Cli, Command};
-use signalbox::cluster::{self, ApiRole, ApiRoleConfig, EdgeRole, EdgeRoleConfig};
+use signalbox::cluster::{self, ApiRole, ApiRoleConfig, EdgeRole, EdgeRoleConfig, HttpConfig};
 use signalbox::embedded::{AdminTokenSource, Embedded, ServeConfig};
 use signalbox::{shutdown_signal, telemetry};
 use signalbox_api::TargetPolicy;
@@ -51,14 +51,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.webhook_targets = args.webhook_allow;
             config.limits = args.limits.limits();
             args.edge.apply(&mut config.edge)?;
+            config.http = args.http.limits();
+            config.metrics_listen = Some(args.http.metrics_listen);
             let server = Embedded::start(config).await?;
             print_banner(&server);
             shutdown_signal().await;
             server.shutdown().await
         }
         Command::Api(args) => {
-            let role = ApiRole::start(ApiRoleConfig {
+            let http = HttpConfig {
                 listen: args.listen,
+                limits: args.http.limits(),
+                metrics_listen: Some(args.http.metrics_listen),
+            };
+            let role = ApiRole::start(ApiRoleConfig {
+                http,
                 database_url: args.database_url,
                 nats_url: args.nats_url,
                 nats_replicas: usize::from(args.nats_replicas),
@@ -69,6 +76,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 limits: args.limits.limits(),
             })
             .await?;
+            if let Some(metrics) = role.metrics_addr() {
+                println!("signalbox api metrics on http://{metrics}/metrics");
+            }
             println!("signalbox api listening on http://{}", role.addr());
             shutdown_signal().await;
             role.shutdown().await
@@ -76,13 +86,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Edge(args) => {
             let edge = args.edge_config()?;
             let drain = std::time::Duration::from_secs(args.drain_seconds);
-            let role = EdgeRole::start(EdgeRoleConfig {
+            let http = HttpConfig {
                 listen: args.listen,
+                limits: args.http.limits(),
+                metrics_listen: Some(args.http.metrics_listen),
+            };
+            let role = EdgeRole::start(EdgeRoleConfig {
+                http,
                 nats_url: args.nats_url,
                 nats_replicas: usize::from(args.nats_replicas),
                 edge,
             })
             .await?;
+            if let Some(metrics) = role.metrics_addr() {
+                println!("signalbox edge metrics on http://{metrics}/metrics");
+            }
             println!("signalbox edge listening on http://{}", role.addr());
             shutdown_signal().await;
             role.shutdown(drain).await
@@ -103,7 +121,10 @@ fn print_banner(server: &Embedded) {
     println!("  API docs   {http}/docs");
     println!("  WebSocket  {}?access_token=CLIENT_TOKEN", server.ws_url());
     println!("  SignalR    {http}/client/?hub=HUB   (Azure SignalR REST: {http}/api/…; docs/signalr.md)");
-    println!("  Health     {http}/healthz  {http}/readyz  {http}/metrics");
+    println!("  Health     {http}/healthz  {http}/readyz");
+    if let Some(metrics) = server.metrics_addr() {
+        println!("  Metrics    http://{metrics}/metrics   (private listener: --metrics-listen)");
+    }
     println!("  Data       {}", server.data_dir().display());
     println!();
     match server.admin_token_source() {

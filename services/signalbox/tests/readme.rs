@@ -34,6 +34,8 @@ fn serve(data_dir: &std::path::Path) -> Server {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env_remove("SIGNALBOX_ADMIN_TOKEN")
+        // Its own metrics port: other servers may run on this machine.
+        .env("SIGNALBOX_METRICS_LISTEN", "127.0.0.1:0")
         .env("SIGNALBOX_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -25,6 +25,8 @@ pub(crate) struct Binaries {
 #[derive(Debug)]
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
+    /// Where a signalbox process serves `/metrics` (its own listener).
+    pub(crate) metrics_addr: Option<SocketAddr>,
     child: Child,
 }
 
@@ -58,15 +60,34 @@ impl Server {
         .with_context(|| format!("{name} did not start in time"))??;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { addr, child })
+        Ok(Self { addr, metrics_addr: None, child })
+    }
+
+    /// A signalbox command's metrics on a free port of its own, and no per-address limits:
+    /// a benchmark opens every connection from one address.
+    fn signalbox(bins: &Binaries) -> anyhow::Result<(Command, SocketAddr)> {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut command = Command::new(&bins.signalbox);
+        command
+            .env("SIGNALBOX_METRICS_LISTEN", metrics.to_string())
+            .env("SIGNALBOX_MAX_CONNECTIONS_PER_IP", "0")
+            .env("SIGNALBOX_MAX_UNAUTHENTICATED_PER_IP", "0");
+        Ok((command, metrics))
+    }
+
+    /// `/metrics` as text.
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
+        let addr = self.metrics_addr.context("this server has no metrics listener")?;
+        Ok(reqwest::get(format!("http://{addr}/metrics")).await?.text().await?)
     }
 
     /// `signalbox serve` on a free port with its own data directory.
     pub(crate) async fn embedded(bins: &Binaries, data_dir: &Path) -> anyhow::Result<Self> {
-        let mut command = Command::new(&bins.signalbox);
+        let (mut command, metrics) = Self::signalbox(bins)?;
         command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).env("SIGNALBOX_LOG", "warn");
         command.env("SIGNALBOX_ADMIN_TOKEN", ADMIN_TOKEN).env("SIGNALBOX_MAX_CONNECTIONS", "200000");
-        Self::spawn("signalbox serve", command, "REST API").await
+        let server = Self::spawn("signalbox serve", command, "REST API").await?;
+        Ok(Self { metrics_addr: Some(metrics), ..server })
     }
 
     /// A nats-server on a free port.
@@ -94,7 +115,7 @@ impl Server {
         .await
         .context("nats-server did not become healthy")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        Ok((Self { addr, child }, url))
+        Ok((Self { addr, metrics_addr: None, child }, url))
     }
 
     /// `signalbox migrate` then `signalbox api` on SQLite (benchmarks need no Postgres).
@@ -109,22 +130,24 @@ impl Server {
         if !status.success() {
             bail!("signalbox migrate failed");
         }
-        let mut command = Command::new(&bins.signalbox);
+        let (mut command, metrics) = Self::signalbox(bins)?;
         command
             .args(["api", "--listen", "127.0.0.1:0", "--database-url", &database, "--nats-url", nats_url])
             .env("SIGNALBOX_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SIGNALBOX_MASTER_KEY", MASTER_KEY)
             .env("SIGNALBOX_LOG", "warn");
-        Self::spawn("signalbox api", command, "listening on").await
+        let server = Self::spawn("signalbox api", command, "listening on").await?;
+        Ok(Self { metrics_addr: Some(metrics), ..server })
     }
 
     pub(crate) async fn edge(bins: &Binaries, nats_url: &str, index: usize) -> anyhow::Result<Self> {
-        let mut command = Command::new(&bins.signalbox);
+        let (mut command, metrics) = Self::signalbox(bins)?;
         command
             .args(["edge", "--listen", "127.0.0.1:0", "--nats-url", nats_url, "--node-id", &format!("bench{index:03}")])
             .env("SIGNALBOX_MAX_CONNECTIONS", "200000")
             .env("SIGNALBOX_LOG", "warn");
-        Self::spawn(&format!("signalbox edge {index}"), command, "listening on").await
+        let server = Self::spawn(&format!("signalbox edge {index}"), command, "listening on").await?;
+        Ok(Self { metrics_addr: Some(metrics), ..server })
     }
 
     /// The minimal tokio-tungstenite broadcast server of the baseline scenario.

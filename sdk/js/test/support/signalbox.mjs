@@ -67,7 +67,8 @@ export class Signalbox {
 
   /** Starts the process and waits for its banner (which names the port it listens on). */
   async start() {
-    const args = ["serve", "--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir, ...this.extraArgs];
+    // Metrics on a port of their own: other servers may run on this machine.
+    const args = ["serve", "--listen", `127.0.0.1:${this.port}`, "--metrics-listen", "127.0.0.1:0", "--data-dir", this.dataDir, ...this.extraArgs];
     const env = {
       ...process.env,
       SIGNALBOX_LOG: process.env.SIGNALBOX_LOG ?? "warn",

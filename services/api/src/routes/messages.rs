@@ -125,6 +125,7 @@ async fn publish_in_span(
     if data.len() > limit {
         return Err(ApiError::PayloadTooLarge { size: data.len(), limit });
     }
+    signalbox_core::json::check(&data)?;
     if body.exclude.len() > MAX_EXCLUDE {
         return Err(ApiError::InvalidField {
             field: "exclude",
@@ -207,6 +208,7 @@ async fn deliver(
     security(("app_key" = [])),
     responses(
         (status = 202, body = Accepted),
+        (status = 400, description = "Not JSON, or JSON nested deeper than 64 levels or holding a number with no finite value (`invalid_json`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is still being handled", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -236,6 +238,7 @@ pub(crate) async fn broadcast(
     security(("app_key" = [])),
     responses(
         (status = 202, body = Accepted),
+        (status = 400, description = "Not JSON, or JSON nested deeper than 64 levels or holding a number with no finite value (`invalid_json`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is still being handled", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -264,6 +267,7 @@ pub(crate) async fn to_user(
     security(("app_key" = [])),
     responses(
         (status = 202, body = Accepted),
+        (status = 400, description = "Not JSON, or JSON nested deeper than 64 levels or holding a number with no finite value (`invalid_json`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is still being handled", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -299,6 +303,7 @@ pub(crate) async fn to_group(
     security(("app_key" = [])),
     responses(
         (status = 202, body = Accepted),
+        (status = 400, description = "Not JSON, or JSON nested deeper than 64 levels or holding a number with no finite value (`invalid_json`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is still being handled", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not a connection id", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),

@@ -109,6 +109,7 @@ impl FromRequestParts<Arc<ApiState>> for AzureKey {
         }
         verify_azure(token, &access_key(&key_id, &key.secret), parts.uri.path()).map_err(invalid)?;
         let app = key.record.app_id.clone();
+        crate::auth::authenticated(parts);
         Ok(Self { key: AppKey(key), app })
     }
 }

@@ -30,6 +30,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use serde::Deserialize;
 use signalbox_bus::{BusError, ReplyTo};
+use signalbox_core::admission::PendingAuth;
 use signalbox_core::signalr::verify_connection_token;
 use signalbox_core::{CloseCode, ConnectionId, Scope, token};
 use signalbox_proto::wire::{self, Body, TransportKind, TransportReply, TransportRequest};
@@ -51,6 +52,8 @@ const POLL_ABANDONED_SECS: u32 = 30;
 const REAP_EVERY: Duration = Duration::from_secs(5);
 /// How long a forwarded send may take (it waits for the upstream's answers).
 const SEND_FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest body of a send (what axum's default body limit allowed before).
+const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct TransportQuery {
@@ -127,8 +130,13 @@ fn no_connection() -> Response {
 }
 
 /// Checks the access token and the connection token (`id`), which must agree on the app,
-/// hub and user.
-async fn address(edge: &EdgeState, query: &TransportQuery, headers: &HeaderMap) -> Result<Addressed, Box<Response>> {
+/// hub and user; then marks the request authenticated (`pending`, see [`crate::http`]).
+async fn address(
+    edge: &EdgeState,
+    query: &TransportQuery,
+    headers: &HeaderMap,
+    pending: Option<&PendingAuth>,
+) -> Result<Addressed, Box<Response>> {
     let hub = hub_of(query.hub.as_deref())?;
     let raw_id = query.id.as_deref().ok_or_else(|| {
         Box::new(problem(StatusCode::BAD_REQUEST, "missing-id", "the `id` query parameter is required"))
@@ -156,6 +164,9 @@ async fn address(edge: &EdgeState, query: &TransportQuery, headers: &HeaderMap) 
         (id.ok_or_else(|| Box::new(no_connection()))?, true)
     };
     let (id, may_open) = id;
+    if let Some(pending) = pending {
+        pending.authenticated();
+    }
     Ok(Addressed { authorized, scope: Scope { app, hub }, id, may_open })
 }
 
@@ -206,8 +217,9 @@ pub(crate) async fn get(
 ) -> Response {
     let handshake = Handshake::of(&request, &headers);
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    let pending = request.extensions_mut().remove::<PendingAuth>();
     drop(request);
-    let addressed = match address(&edge, &query, &headers).await {
+    let addressed = match address(&edge, &query, &headers, pending.as_ref()).await {
         Ok(addressed) => addressed,
         Err(response) => return *response,
     };
@@ -359,16 +371,22 @@ fn concat(frames: VecDeque<Bytes>) -> Bytes {
     out.freeze()
 }
 
-/// `POST /client/?hub=…&id=…`: messages from the client.
+/// `POST /client/?hub=…&id=…`: messages from the client. The tokens are checked before the
+/// body is read: a client without them cannot make the server wait for a body.
 pub(crate) async fn send(
     State(edge): State<Arc<EdgeState>>,
     Query(query): Query<TransportQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
-    let addressed = match address(&edge, &query, &headers).await {
+    let pending = request.extensions().get::<PendingAuth>().cloned();
+    let addressed = match address(&edge, &query, &headers, pending.as_ref()).await {
         Ok(addressed) => addressed,
         Err(response) => return *response,
+    };
+    let body = match axum::body::to_bytes(request.into_body(), MAX_SEND_BYTES).await {
+        Ok(body) => body,
+        Err(err) => return unreadable_body(&err),
     };
     if let Some(http) = local(&edge, &addressed) {
         let user = addressed.authorized.claims.sub.as_ref().map(|u| u.as_str());
@@ -401,13 +419,27 @@ async fn deliver_send(edge: &EdgeState, http: &HttpConnection, user: Option<&str
     (StatusCode::OK, Bytes::new())
 }
 
+/// A send body that could not be read: too large, or it broke off (or came too late: the
+/// HTTP server then answers `408` instead).
+fn unreadable_body(err: &axum::Error) -> Response {
+    let too_large =
+        std::error::Error::source(err).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+    if too_large {
+        let detail = format!("a send may carry at most {MAX_SEND_BYTES} bytes");
+        return problem(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &detail);
+    }
+    problem(StatusCode::BAD_REQUEST, "unreadable-body", "the request body could not be read")
+}
+
 /// `DELETE /client/?hub=…&id=…`: the client ends its long-polling connection.
 pub(crate) async fn delete(
     State(edge): State<Arc<EdgeState>>,
     Query(query): Query<TransportQuery>,
     headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Response {
-    let addressed = match address(&edge, &query, &headers).await {
+    let pending = request.extensions().get::<PendingAuth>().cloned();
+    let addressed = match address(&edge, &query, &headers, pending.as_ref()).await {
         Ok(addressed) => addressed,
         Err(response) => return *response,
     };

@@ -103,6 +103,9 @@ pub(crate) async fn upgrade(
     let handshake = Handshake::of(&request, &headers);
     let admitted = match auth::authenticate(&edge.directory, token).await {
         Ok(authorized) => {
+            // The connect webhook may take a while: this request no longer counts as
+            // unauthenticated.
+            crate::http::authenticated(request.extensions());
             let scope = Scope::native(authorized.key.app.clone());
             let id = ConnectionId::generate(&edge.hub.config.node);
             let format = WireFormat::NativeJsonWebSocket;

@@ -12,7 +12,7 @@ use crate::{Progress, scenario};
 
 /// A counter from the server's /metrics (0 when absent).
 async fn metric(server: &Server, name: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("{}/metrics", server.http_url())).await?.text().await?;
+    let text = server.metrics().await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
