@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use signalbox_core::{CloseCode, ConnectionId, GroupName, Permissions, Scope, WebhookEvent, clock};
 use signalbox_proto::native::{self, GroupRecovery};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::EdgeState;
@@ -33,7 +33,7 @@ use crate::session::Session;
 pub(crate) use connect::Handshake;
 use connect::Identity;
 use connect::ask_connect_webhook;
-use connection::{Connection, Handler};
+use connection::{Connection, Handler, Socket};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ClientQuery {
@@ -334,10 +334,7 @@ pub(crate) async fn admit(
 
 /// Runs an upgraded connection: closes refused ones with their code, attaches and runs
 /// admitted ones.
-async fn serve<S>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Result<Started, CloseRequest>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+async fn serve<S: Socket>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Result<Started, CloseRequest>) {
     let Admitted { conn, permissions, groups, recover, refused } = match admitted {
         Ok(Started::Native(admitted)) => admitted,
         Ok(Started::SignalR(admitted)) => {
