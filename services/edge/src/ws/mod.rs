@@ -303,6 +303,14 @@ pub(crate) async fn admit(
     }
     groups.sort();
     groups.dedup();
+    // Refused before anything is registered, with a code that says retrying cannot help.
+    let max_groups = key.settings.limits.max_groups_per_connection as usize;
+    if groups.len() > max_groups {
+        return Err(CloseRequest::new(
+            CloseCode::TooManyGroups,
+            format!("the connection would start in {} groups; the app allows {max_groups}", groups.len()),
+        ));
+    }
     let conn = Arc::new(Conn {
         key: edge.hub.next_key(),
         id,
@@ -378,7 +386,7 @@ async fn serve<S: Socket>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admi
         Ok(()) => edge.events.connected(&conn),
         Err(err) => {
             tracing::warn!(connection = %conn.id, error = %err, "cannot attach connection");
-            conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
+            conn.outbox.close_now(err.close_request());
         }
     }
     tracing::info!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
