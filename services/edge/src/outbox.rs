@@ -14,6 +14,9 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use signalbox_core::CloseCode;
+use signalbox_proto::signalr::HubProtocol;
+
+use crate::conn::WireFormat;
 
 /// Why and how a connection is being closed by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +73,20 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<CloseRequest>,
+}
+
+/// The bytes a connection may queue: the operator's `outbox_max_bytes`, but at least two of
+/// the largest messages its app accepts, framed in any format the connection may come to
+/// use (a SignalR handshake may still pick MessagePack). Two: a replay from history waits for
+/// half the queue, and one must still fit there.
+pub(crate) fn capacity_for(configured: usize, max_payload: usize, format: WireFormat) -> usize {
+    let largest = [Some(format), format.with_hub_protocol(HubProtocol::MessagePack)]
+        .into_iter()
+        .flatten()
+        .map(|format| format.max_message_frame(max_payload))
+        .max()
+        .unwrap_or(0);
+    configured.max(2 * largest)
 }
 
 impl Outbox {

@@ -86,8 +86,8 @@ enum Exit {
     },
     /// The peer went away without a close handshake.
     Gone,
-    /// The peer took nothing we wrote for the write deadline (the idle timeout): it is not
-    /// reading, and neither its socket nor its queue may be kept.
+    /// The peer took nothing we wrote for the write deadline (the idle timeout), our close
+    /// frame maybe included: it is not reading, and its socket may not be kept.
     Stalled,
     Io(io::Error),
 }
@@ -114,9 +114,6 @@ pub(crate) struct Connection<S> {
     written: usize,
     /// The close frame has been queued for writing.
     closing: Option<CloseRequest>,
-    /// After sending a close frame, how long the socket may take to take it; a peer that
-    /// reads nothing does not keep the connection (only allocated while closing).
-    close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The client sent its close frame: read nothing more.
     peer_closed: bool,
     /// The last write found the socket full: the peer is not taking what we send.
@@ -144,7 +141,6 @@ impl<S: Socket> Connection<S> {
             pending: VecDeque::new(),
             written: 0,
             closing: None,
-            close_deadline: None,
             peer_closed: false,
             write_blocked: false,
             write_deadline: None,
@@ -227,9 +223,9 @@ impl<S: Socket> Connection<S> {
                 return Poll::Ready(Exit::Stalled);
             }
             if self.closing.is_some() {
-                let deadline = self.close_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
-                ready!(deadline.as_mut().poll(cx));
-                return Poll::Ready(Exit::Gone);
+                // Our close frame waits for the socket to take it: a client that reads slowly
+                // still learns why it is closed; one that reads nothing meets the write deadline.
+                return Poll::Pending;
             }
             if let Some(request) = self.request.as_mut() {
                 ready!(request.as_mut().poll(cx));

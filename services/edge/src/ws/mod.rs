@@ -321,7 +321,14 @@ pub(crate) async fn admit(
         open: (!format.is_signalr()).into(),
         settings: Arc::clone(&key.settings),
         connected_at: clock::unix_seconds(),
-        outbox: Outbox::new(config.outbox_max_bytes, config.outbox_max_frames),
+        outbox: Outbox::new(
+            crate::outbox::capacity_for(
+                config.outbox_max_bytes,
+                key.settings.limits.max_message_bytes as usize,
+                format,
+            ),
+            config.outbox_max_frames,
+        ),
         groups: parking_lot::Mutex::new(Groups::default()),
         last_seen: edge.hub.now_secs().into(),
         recovery: Recoveries::default(),
