@@ -73,3 +73,56 @@ fn urlencode(raw: &str) -> String {
         })
         .collect()
 }
+
+/// A SignalR client whose event stream is never read: hyper stops polling the response body
+/// once it cannot write, so the stream alone would never see its slow-consumer close. The
+/// connection must still end.
+#[tokio::test]
+async fn an_event_stream_that_is_never_read_is_ended() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let signalbox = signalbox_tests::Signalbox::start().await;
+    let app = signalbox.app().await;
+    let addr = signalbox.server.addr();
+    let token = app.token(Some("sid"), &[], &[]).await;
+    let (id, connection_token) = negotiate(&signalbox.http_url(), &token).await;
+    let path = format!("/client/?hub=chat&id={}", urlencode(&connection_token));
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small window");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        within("the response head", stream.read_exact(&mut byte)).await.expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let handshake = reqwest::Client::new()
+        .post(format!("{}{path}", signalbox.http_url()))
+        .bearer_auth(&token)
+        .body(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}"))
+        .send()
+        .await
+        .expect("handshake");
+    assert_eq!(handshake.status(), StatusCode::OK);
+    signalbox_tests::eventually("the connection to open", || async {
+        (signalbox.server.connection_count() == 1).then_some(())
+    })
+    .await;
+
+    // From now on the stream is never read.
+    let payload = "y".repeat(60_000);
+    for i in 0..150 {
+        let message = Message::new("tick", json!({"i": i, "pad": payload}));
+        app.backend.send_to_connection(&app.id, &id, &message).await.expect("publish");
+    }
+    signalbox_tests::eventually("the server to end the unread event stream", || async {
+        (signalbox.server.connection_count() == 0).then_some(())
+    })
+    .await;
+    drop(stream);
+}
