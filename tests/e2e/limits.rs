@@ -121,24 +121,6 @@ async fn a_silent_connection_is_closed_with_4101_and_a_live_one_stays() {
     .await;
 }
 
-/// The server's own sockets to `client_ports` still open on this machine (Linux: read from
-/// `/proc/net/tcp`; elsewhere none are seen). A socket closed with unsent data and no reset
-/// would linger here, orphaned, holding its send buffer for minutes.
-fn server_sockets_to(server_port: u16, client_ports: &[u16]) -> usize {
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return 0 };
-    let port = |field: &str| field.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 2
-                && port(fields[1]) == Some(server_port)
-                && port(fields[2]).is_some_and(|p| client_ports.contains(&p))
-        })
-        .count()
-}
-
 #[tokio::test]
 async fn clients_that_never_read_are_dropped_and_their_sockets_released() {
     let signalbox = Signalbox::start_with(|config| {
@@ -175,7 +157,7 @@ async fn clients_that_never_read_are_dropped_and_their_sockets_released() {
     .await;
     // And releases their sockets (and the megabytes of kernel buffer each held).
     signalbox_tests::eventually("the server's sockets to be released", || async {
-        (server_sockets_to(addr.port(), &ports) == 0).then_some(())
+        (signalbox_tests::server_sockets_to(addr.port(), &ports) == 0).then_some(())
     })
     .await;
     // When a client finally reads, its stream ends.
