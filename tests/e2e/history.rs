@@ -355,3 +355,50 @@ async fn a_slow_consumer_closed_with_4100_recovers_everything_on_reconnect() {
     assert!(recovered, "{groups:?}");
     assert_next_is_marker(&app, &mut again).await;
 }
+
+#[tokio::test]
+async fn a_message_at_the_size_limit_is_delivered_live_and_recovered_and_one_byte_more_is_refused() {
+    // The hard cap, which is also the edge's default queue size: the frame around the payload
+    // must not push it over.
+    const MAX: usize = 1024 * 1024;
+    let signalbox = Signalbox::start().await;
+    let app =
+        signalbox.app_with(json!({"limits": {"max_message_bytes": MAX}, "history": {"groups": ["room-*"]}})).await;
+    let group = "room-big";
+    let mut live = app.connect(None, &[group], &[]).await;
+    let first = publish(&app, group, json!("small")).await;
+    // With its quotes, exactly MAX bytes of JSON: the largest payload the app accepts.
+    let at_limit = "x".repeat(MAX - 2);
+    let position = publish(&app, group, json!(at_limit)).await;
+
+    assert_eq!(next_message(&mut live).await.seq, Some(first));
+    let got = next_message(&mut live).await;
+    assert_eq!((got.seq, got.data.as_str().map(str::len)), (Some(position), Some(MAX - 2)), "delivered live");
+
+    // A client that saw only the first recovers the big one from history.
+    let token = app.token(None, &[group], &[]).await;
+    let mut late = connect_recovering(&app, &token, &[(group, first)]).await;
+    let got = next_message(&mut late).await;
+    assert_eq!((got.seq, got.data.as_str().map(str::len)), (Some(position), Some(MAX - 2)), "recovered");
+    assert!(recovery_of(&mut late).await.0, "recovered without a gap");
+
+    // One byte more is refused at publish, not accepted and then undeliverable.
+    let response = app
+        .backend
+        .send(
+            reqwest::Method::POST,
+            &["v1", "apps", &app.id, "groups", group, "messages"],
+            Some(&json!({"event": "e", "data": "x".repeat(MAX - 1)})),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(response.status().as_u16(), 413);
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["code"], "message_too_large", "{problem}");
+
+    // Both members are still open and in the group.
+    assert_next_is_marker(&app, &mut live).await;
+    assert_next_is_marker(&app, &mut late).await;
+}

@@ -179,4 +179,56 @@ async fn the_default_caps_are_100_apps_and_10_live_keys() {
         app.tenant.create_key(&app.id, None, None).await.expect("up to 10 live keys");
     }
     assert!(app.tenant.create_key(&app.id, None, None).await.is_err(), "the 11th live key is refused");
+#[tokio::test]
+async fn clients_that_never_read_are_dropped_and_their_sockets_released() {
+    let signalbox = Signalbox::start_with(|config| {
+        config.edge.outbox_max_bytes = 64 * 1024;
+        config.edge.heartbeat_interval = Duration::from_secs(1);
+    })
+    .await;
+    let app = signalbox.app().await;
+    let addr = signalbox.server.addr();
+    let token = app.token(None, &["flood"], &[]).await;
+    // Clients that complete the handshake and then never read, with tiny receive windows.
+    let mut silent = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..8 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("small window");
+        let stream = socket.connect(addr).await.expect("connect");
+        ports.push(stream.local_addr().expect("local address").port());
+        silent.push(RawSocket::handshake(stream, addr, &token).await);
+    }
+    assert_eq!(signalbox.server.connection_count(), silent.len());
+
+    // A flood: more than the kernel buffers for a socket, so each backlog reaches its queue.
+    let payload = "y".repeat(60_000);
+    for i in 0..150 {
+        app.publish_to_group("flood", "tick", json!({"i": i, "pad": payload})).await;
+    }
+
+    // The server drops every one of them: closing is not enough when the close frame itself
+    // cannot be written.
+    signalbox_tests::eventually("the server to drop the clients that never read", || async {
+        (signalbox.server.connection_count() == 0).then_some(())
+    })
+    .await;
+    // And releases their sockets (and the megabytes of kernel buffer each held).
+    signalbox_tests::eventually("the server's sockets to be released", || async {
+        (signalbox_tests::server_sockets_to(addr.port(), &ports) == 0).then_some(())
+    })
+    .await;
+    // When a client finally reads, its stream ends.
+    for socket in &mut silent {
+        within("the stream to end", async {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = socket.stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }

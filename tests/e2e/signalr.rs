@@ -175,4 +175,108 @@ async fn the_upstream_url_template_encodes_the_method_name() {
         ]
     );
     assert_eq!(receiver.received().len(), 3, "the `..` call went nowhere");
+/// A SignalR client whose event stream is never read: hyper stops polling the response body
+/// once it cannot write, so the stream alone would never see its slow-consumer close. The
+/// connection must still end.
+#[tokio::test]
+async fn an_event_stream_that_is_never_read_is_ended() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let signalbox = signalbox_tests::Signalbox::start().await;
+    let app = signalbox.app().await;
+    let addr = signalbox.server.addr();
+    let token = app.token(Some("sid"), &[], &[]).await;
+    let (id, connection_token) = negotiate(&signalbox.http_url(), &token).await;
+    let path = format!("/client/?hub=chat&id={}", urlencode(&connection_token));
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small window");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        within("the response head", stream.read_exact(&mut byte)).await.expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let handshake = reqwest::Client::new()
+        .post(format!("{}{path}", signalbox.http_url()))
+        .bearer_auth(&token)
+        .body(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}"))
+        .send()
+        .await
+        .expect("handshake");
+    assert_eq!(handshake.status(), StatusCode::OK);
+    signalbox_tests::eventually("the connection to open", || async {
+        (signalbox.server.connection_count() == 1).then_some(())
+    })
+    .await;
+
+    // From now on the stream is never read.
+    let payload = "y".repeat(60_000);
+    for i in 0..150 {
+        let message = Message::new("tick", json!({"i": i, "pad": payload}));
+        app.backend.send_to_connection(&app.id, &id, &message).await.expect("publish");
+    }
+    signalbox_tests::eventually("the server to end the unread event stream", || async {
+        (signalbox.server.connection_count() == 0).then_some(())
+    })
+    .await;
+    drop(stream);
+}
+
+/// The SignalR WebSocket transport keeps the same promise as the native one: a client that
+/// completes its handshake and then never reads is dropped, and its socket released.
+#[tokio::test]
+async fn a_signalr_websocket_that_is_never_read_is_dropped() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let signalbox = signalbox_tests::Signalbox::start_with(|config| {
+        config.edge.heartbeat_interval = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let app = signalbox.app().await;
+    let addr = signalbox.server.addr();
+    let token = app.token(Some("wes"), &[], &[]).await;
+    let (id, connection_token) = negotiate(&signalbox.http_url(), &token).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small window");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let port = stream.local_addr().expect("local address").port();
+    let request = format!(
+        "GET /client/?hub=chat&id={}&access_token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        urlencode(&connection_token)
+    );
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        within("the upgrade", stream.read_exact(&mut byte)).await.expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut client = signalbox_tests::RawSocket { stream };
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    client.write(&signalbox_tests::client_frame(0x1, handshake.as_bytes())).await;
+    let (_, answer) = within("the handshake answer", client.read_frame()).await.expect("a frame");
+    assert_eq!(answer, format!("{{}}{RS}").as_bytes());
+
+    // From now on nothing is read.
+    let payload = "y".repeat(60_000);
+    for i in 0..150 {
+        let message = Message::new("tick", json!({"i": i, "pad": payload}));
+        app.backend.send_to_connection(&app.id, &id, &message).await.expect("publish");
+    }
+    signalbox_tests::eventually("the server to drop the SignalR client", || async {
+        (signalbox.server.connection_count() == 0).then_some(())
+    })
+    .await;
+    signalbox_tests::eventually("the server's socket to be released", || async {
+        (signalbox_tests::server_sockets_to(addr.port(), &[port]) == 0).then_some(())
+    })
+    .await;
 }

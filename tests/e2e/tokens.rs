@@ -149,3 +149,56 @@ async fn minting_validates_its_input() {
         .expect("tenant mints");
     assert_eq!(minted.key_id, app.key_id);
 }
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused_with_4401() {
+    let signalbox = Signalbox::start().await;
+    let app = signalbox.app().await;
+    let key = KeyId::new(&app.key_id).expect("key id");
+    let now = clock::unix_seconds();
+    let issued_at = |iat: u64| {
+        let claims = ClientClaims {
+            sub: Some(signalbox_core::UserId::new("marty").expect("user")),
+            exp: now + 3600,
+            iat: Some(iat),
+            app: AppId::new(&app.id).expect("app"),
+            groups: vec![],
+            permissions: vec![],
+            info: None,
+        };
+        sign(&claims, &key, app.secret.as_bytes())
+    };
+    // Beyond the 30 seconds of skew the protocol tolerates: refused, and told why.
+    let (code, reason) = refused(&app.ws_url, &issued_at(now + 600)).await;
+    assert_eq!(code, 4401, "{reason}");
+    assert!(reason.contains("issued in the future"), "{reason}");
+    // Within the skew, and in the past: accepted.
+    within("connect", Connection::connect(&app.ws_url, &issued_at(now + 10))).await.expect("within the skew");
+    within("connect", Connection::connect(&app.ws_url, &issued_at(now - 60))).await.expect("issued earlier");
+}
+
+#[tokio::test]
+async fn a_token_with_too_many_groups_is_refused_for_good_with_4004() {
+    let signalbox = Signalbox::start().await;
+    let app = signalbox.app_with(json!({"limits": {"max_groups_per_connection": 2}})).await;
+    let key = KeyId::new(&app.key_id).expect("key id");
+    let now = clock::unix_seconds();
+    let with_groups = |groups: &[&str]| {
+        let claims = ClientClaims {
+            sub: None,
+            exp: now + 3600,
+            iat: Some(now),
+            app: AppId::new(&app.id).expect("app"),
+            groups: groups.iter().map(|g| signalbox_core::GroupName::new(*g).expect("group")).collect(),
+            permissions: vec![],
+            info: None,
+        };
+        sign(&claims, &key, app.secret.as_bytes())
+    };
+    // The API does not mint such a token, but a backend can sign one itself.
+    let (code, reason) = refused(&app.ws_url, &with_groups(&["a", "b", "c"])).await;
+    assert_eq!(code, 4004, "{reason}");
+    assert_eq!(signalbox.server.connection_count(), 0, "nothing was registered");
+    // At the limit, it connects.
+    within("connect", Connection::connect(&app.ws_url, &with_groups(&["a", "b"]))).await.expect("two groups");
+}

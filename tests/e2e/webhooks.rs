@@ -390,3 +390,16 @@ async fn two_api_nodes_deliver_each_event_once_in_order_per_connection() {
     }
     assert_signed(&events[0], &secret);
 }
+
+#[tokio::test]
+async fn a_connect_answer_with_too_many_groups_is_refused_for_good_with_4004() {
+    let signalbox = Signalbox::start().await;
+    let app = signalbox.app_with(json!({"limits": {"max_groups_per_connection": 2}})).await;
+    let receiver = Receiver::start().await;
+    webhook(&app, &receiver, &["connect"]).await;
+    receiver.always("signalbox.connect", Reply::json(200, json!({"groups": ["a", "b", "c"]})));
+    let token = app.token(Some("carol"), &["lobby"], &[]).await;
+    let refused = within("connect", Connection::connect(&app.ws_url, &token)).await.expect_err("too many groups");
+    assert_eq!(refused.close_code(), Some(4004), "{refused}");
+    assert_eq!(signalbox.server.connection_count(), 0, "nothing was registered");
+}

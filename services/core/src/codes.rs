@@ -50,6 +50,9 @@ pub enum CloseCode {
     TooManyErrors = 4002,
     /// The app's `connect` webhook refused the connection.
     ConnectRejected = 4003,
+    /// The connection would start in more groups than the app's `max_groups_per_connection`
+    /// (its token, the `connect` webhook's answer and the user's groups together).
+    TooManyGroups = 4004,
     /// The outbound queue overflowed: the client reads too slowly.
     SlowConsumer = 4100,
     /// No frame (not even a pong) arrived within the idle timeout.
@@ -70,7 +73,7 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::Normal,
         Self::GoingAway,
         Self::ProtocolError,
@@ -83,6 +86,7 @@ impl CloseCode {
         Self::AppDeleted,
         Self::TooManyErrors,
         Self::ConnectRejected,
+        Self::TooManyGroups,
         Self::SlowConsumer,
         Self::HeartbeatTimeout,
         Self::ConnectionLimit,
@@ -107,7 +111,8 @@ impl CloseCode {
             | Self::ClosedByBackend
             | Self::AppDeleted
             | Self::TooManyErrors
-            | Self::ConnectRejected => ClientAction::GiveUp,
+            | Self::ConnectRejected
+            | Self::TooManyGroups => ClientAction::GiveUp,
             Self::GoingAway | Self::Reconnect => ClientAction::ReconnectNow,
             Self::InternalError
             | Self::TryAgainLater
@@ -134,6 +139,7 @@ impl CloseCode {
             Self::AppDeleted => "the app was deleted",
             Self::TooManyErrors => "too many malformed frames",
             Self::ConnectRejected => "rejected by the application",
+            Self::TooManyGroups => "more groups than the app allows per connection",
             Self::SlowConsumer => "client is not reading fast enough",
             Self::HeartbeatTimeout => "no heartbeat received",
             Self::ConnectionLimit => "the app's connection limit is reached",

@@ -106,6 +106,9 @@ pub fn access_key(key_id: &KeyId, secret: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AzureClaims {
     pub exp: u64,
+    /// Issued-at: checked like a client token's.
+    #[serde(default)]
+    iat: Option<u64>,
     /// One URL or several.
     #[serde(default)]
     aud: Option<serde_json::Value>,
@@ -159,6 +162,7 @@ pub fn verify_azure(token: &str, access_key: &[u8], path: &str) -> Result<AzureC
     if !audience_ok {
         return Err(TokenError::WrongAudience);
     }
+    crate::token::check_issued_at(claims.iat, crate::clock::unix_seconds())?;
     Ok(claims)
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{AppId, GroupName, KeyId, UserId};
 use crate::permission::{Permission, Permissions};
 
-/// Seconds of clock skew tolerated on `exp` and `nbf`.
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: u64 = 30;
 
 /// The claims of a client token.
@@ -63,6 +63,8 @@ pub enum TokenError {
     Expired,
     #[error("the token is not valid yet")]
     NotYetValid,
+    #[error("the token was issued in the future (is the signer's clock right?)")]
+    IssuedInFuture,
     #[error("the token is for another app")]
     WrongApp,
     #[error("the token's audience is not this URL")]
@@ -134,7 +136,18 @@ pub fn verify(token: &str, secret: &[u8], app: &AppId) -> Result<ClientClaims, T
     if &data.claims.app != app {
         return Err(TokenError::WrongApp);
     }
+    check_issued_at(data.claims.iat, crate::clock::unix_seconds())?;
     Ok(data.claims)
+}
+
+/// `iat`, when present, may not be later than `now` by more than the tolerated skew: a
+/// token from the future is forged, or signed by a host whose clock is wrong (and whose
+/// `exp` cannot be trusted either). jsonwebtoken does not check it.
+pub fn check_issued_at(iat: Option<u64>, now: u64) -> Result<(), TokenError> {
+    match iat {
+        Some(iat) if iat > now.saturating_add(LEEWAY_SECONDS) => Err(TokenError::IssuedInFuture),
+        _ => Ok(()),
+    }
 }
 
 /// Signs `claims` with an app key: what `POST /v1/apps/{app}/tokens` and the SDKs do.
@@ -199,6 +212,20 @@ mod tests {
         }
         let no_kid = format!("{}.{body}.sig", encode_segment(br#"{"alg":"HS256"}"#));
         assert_eq!(peek(&no_kid), Err(TokenError::MissingKeyId));
+    }
+
+    #[test]
+    fn refuses_a_token_issued_in_the_future_beyond_the_skew() {
+        let app = AppId::generate();
+        let kid = KeyId::generate();
+        let now = unix_now();
+        let issued = |iat: u64| sign(&ClientClaims { iat: Some(iat), ..claims(&app, now + 3600) }, &kid, b"secret");
+        assert!(verify(&issued(now), b"secret", &app).is_ok());
+        assert!(verify(&issued(now + LEEWAY_SECONDS / 2), b"secret", &app).is_ok(), "within the skew");
+        assert_eq!(verify(&issued(now + 600), b"secret", &app), Err(TokenError::IssuedInFuture));
+        assert_eq!(check_issued_at(Some(now + LEEWAY_SECONDS + 1), now), Err(TokenError::IssuedInFuture));
+        assert_eq!(check_issued_at(Some(now + LEEWAY_SECONDS), now), Ok(()));
+        assert_eq!(check_issued_at(None, now), Ok(()));
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub struct EdgeConfig {
     /// even a pong) arrived for two intervals is closed with 4101.
     pub heartbeat_interval: Duration,
     /// Bytes a connection may have queued for sending before it is closed as a slow
-    /// consumer (4100).
+    /// consumer (4100). Raised for a connection to two of the largest messages its app
+    /// accepts (framed), so that any message accepted at publish can be delivered.
     pub outbox_max_bytes: usize,
     /// Frames a connection may have queued, whatever their size.
     pub outbox_max_frames: usize,

@@ -107,6 +107,30 @@ impl WireFormat {
         }
     }
 
+    /// The largest frame a message whose payload is at most `max_payload` bytes (an app's
+    /// `max_message_bytes`) can become in this format, everything around the payload
+    /// included: the queue must take at least that, or the payload limit a publisher is told
+    /// would not be the limit (the message would be accepted, then close every member 4100).
+    pub(crate) fn max_message_frame(self, max_payload: usize) -> usize {
+        // An event or group name as a JSON string, every byte escaped at worst (`\u00XX`).
+        const NAME: usize = 2 + 6 * signalbox_core::ids::NAME_MAX_BYTES;
+        // A WebSocket frame header (at most 10 bytes) and a MessagePack length prefix (5).
+        const FRAMING: usize = 16;
+        match self {
+            // `{"type":"message","event":…,"data":…,"encoding":"base64","group":…,"seq":…}`
+            // (about 90 bytes of fixed text); binary data goes out as base64.
+            Self::NativeJsonWebSocket => FRAMING + 128 + 2 * NAME + max_payload.max(2 + max_payload.div_ceil(3) * 4),
+            // `{"type":1,"target":…,"arguments":[…]}` and the record separator.
+            Self::SignalRWebSocket | Self::SignalRServerSentEvents | Self::SignalRLongPolling => {
+                FRAMING + 64 + NAME + max_payload
+            }
+            // JSON turned into MessagePack shrinks or keeps its size except for numbers with a
+            // fraction or an exponent: at least 3 characters (`0.5`, `1e5`) become a 9-byte
+            // float, so a payload grows at most three times.
+            Self::SignalRMsgPackWebSocket | Self::SignalRMsgPackLongPolling => FRAMING + 64 + NAME + 3 * max_payload,
+        }
+    }
+
     pub(crate) fn transport(self) -> &'static str {
         match self {
             Self::NativeJsonWebSocket | Self::SignalRWebSocket | Self::SignalRMsgPackWebSocket => "websocket",

@@ -14,6 +14,9 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use signalbox_core::CloseCode;
+use signalbox_proto::signalr::HubProtocol;
+
+use crate::conn::WireFormat;
 
 /// Why and how a connection is being closed by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +73,20 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<CloseRequest>,
+}
+
+/// The bytes a connection may queue: the operator's `outbox_max_bytes`, but at least two of
+/// the largest messages its app accepts, framed in any format the connection may come to
+/// use (a SignalR handshake may still pick MessagePack). Two: a replay from history waits for
+/// half the queue, and one must still fit there.
+pub(crate) fn capacity_for(configured: usize, max_payload: usize, format: WireFormat) -> usize {
+    let largest = [Some(format), format.with_hub_protocol(HubProtocol::MessagePack)]
+        .into_iter()
+        .flatten()
+        .map(|format| format.max_message_frame(max_payload))
+        .max()
+        .unwrap_or(0);
+    configured.max(2 * largest)
 }
 
 impl Outbox {
@@ -144,8 +161,15 @@ impl Outbox {
         self.state.lock().close.is_some()
     }
 
-    /// A close that must not wait for the writer's own backlog, if one was requested.
-    pub(crate) fn urgent_close(&self) -> Option<CloseRequest> {
+    /// For a writer busy with its own backlog (a socket that does not take it): a close that
+    /// must not wait for that backlog, if one was requested; otherwise registers for a wake-up.
+    ///
+    /// A writer that is not calling [`poll_take`](Self::poll_take) must call this on every
+    /// poll: a push consumes the registered waker, so without it a later overflow or
+    /// heartbeat close would wake nobody and the connection would outlive its close.
+    pub(crate) fn poll_urgent_close(&self, cx: &mut Context<'_>) -> Option<CloseRequest> {
+        // Register before looking, as in `poll_take`.
+        self.waker.register(cx.waker());
         self.state.lock().close.as_ref().filter(|c| !c.flush).cloned()
     }
 
@@ -221,6 +245,26 @@ mod tests {
         assert_eq!(frames.push(frame(1)), Pushed::Queued);
         assert_eq!(frames.push(frame(1)), Pushed::Queued);
         assert_eq!(frames.push(frame(1)), Pushed::Overflowed);
+    }
+
+    #[test]
+    fn a_writer_stuck_on_its_backlog_is_woken_by_an_urgent_close() {
+        let outbox = Outbox::new(100, 1000);
+        let wakes = Arc::new(CountWakes(0.into()));
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = VecDeque::new();
+        assert_eq!(outbox.poll_take(&mut cx, &mut taken), Poll::Pending);
+        assert_eq!(outbox.push(frame(10)), Pushed::Queued);
+        assert_eq!(outbox.poll_take(&mut cx, &mut taken), Poll::Ready(Taken::Frames));
+        // The socket does not take `taken`; the next push into the empty queue wakes the writer,
+        // which finds its socket still blocked and looks only for an urgent close.
+        assert_eq!(outbox.push(frame(10)), Pushed::Queued);
+        assert_eq!(outbox.poll_urgent_close(&mut cx), None);
+        let before = wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(outbox.push(frame(100)), Pushed::Overflowed);
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), before + 1, "the overflow wakes the writer");
+        assert_eq!(outbox.poll_urgent_close(&mut cx).map(|c| c.code), Some(CloseCode::SlowConsumer));
     }
 
     #[test]

@@ -164,3 +164,55 @@ fn record_fan_out(envelope: &Envelope, delivered: usize, started: Instant) {
         metrics::histogram!("signalbox_delivery_lag_seconds").record(lag_micros as f64 / 1e6);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every format's frame of a message at the size limit, with the longest names and the
+    /// largest `seq`, fits in what [`WireFormat::max_message_frame`] promises — so the queue
+    /// sized from it takes any message the app accepts.
+    #[test]
+    fn frames_of_a_message_at_the_limit_fit_the_computed_bound() {
+        const MAX: usize = 64 * 1024;
+        let formats = [
+            WireFormat::NativeJsonWebSocket,
+            WireFormat::SignalRWebSocket,
+            WireFormat::SignalRMsgPackWebSocket,
+            WireFormat::SignalRServerSentEvents,
+            WireFormat::SignalRLongPolling,
+            WireFormat::SignalRMsgPackLongPolling,
+        ];
+        // Names of 128 characters that JSON has to escape, or that take 4 bytes each.
+        let names = ["\"".repeat(128), "\u{1F600}".repeat(128)];
+        // A string, the densest float array (3 characters become a 9-byte MessagePack
+        // float), a single float, and binary data (base64 in the native frame).
+        let floats = format!("[{}]", vec!["0.5"; (MAX - 2) / 4].join(","));
+        let payloads = [
+            (DataKind::Json, format!("\"{}\"", "x".repeat(MAX - 2)).into_bytes()),
+            (DataKind::Json, floats.into_bytes()),
+            (DataKind::Json, b"1e5".to_vec()),
+            (DataKind::Binary, vec![0xff; MAX]),
+        ];
+        for name in &names {
+            for (kind, data) in &payloads {
+                assert!(data.len() <= MAX);
+                let envelope = Envelope {
+                    event: name.clone(),
+                    data: Bytes::from(data.clone()),
+                    data_kind: *kind as i32,
+                    position: Some(u64::MAX),
+                    ..Envelope::default()
+                };
+                let mut outgoing = Outgoing::new(&envelope, Some(name));
+                for format in formats {
+                    let frame = outgoing.frame(format).len();
+                    let bound = format.max_message_frame(MAX);
+                    assert!(frame <= bound, "{format:?} {kind:?}: a {frame}-byte frame over the {bound}-byte bound");
+                    let capacity = crate::outbox::capacity_for(0, MAX, format);
+                    assert!(2 * frame <= capacity, "{format:?}: the queue takes two");
+                }
+            }
+        }
+    }
+}

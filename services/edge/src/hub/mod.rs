@@ -26,11 +26,12 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxBuildHasher;
 use signalbox_bus::{Bus, BusError, Inbox, Interest, Journal};
-use signalbox_core::{AppId, ConnectionId, GroupName};
+use signalbox_core::{AppId, CloseCode, ConnectionId, GroupName};
 use signalbox_proto::Subject;
 
 use crate::config::EdgeConfig;
 use crate::conn::{Conn, ConnKey};
+use crate::outbox::CloseRequest;
 pub(crate) use target::{SubState, Target, TargetKind};
 
 const SHARDS: usize = 16;
@@ -56,6 +57,18 @@ pub(crate) enum JoinError {
     Closing,
     #[error(transparent)]
     Bus(#[from] BusError),
+}
+
+impl JoinError {
+    /// How a connection that cannot join its first groups is closed: retrying cannot help
+    /// with too many groups (4004), it may with a routing plane that is down (1013).
+    pub(crate) fn close_request(&self) -> CloseRequest {
+        match self {
+            Self::TooManyGroups(_) => CloseRequest::new(CloseCode::TooManyGroups, self.to_string()),
+            Self::Closing => CloseRequest::default_for(CloseCode::Normal),
+            Self::Bus(_) => CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"),
+        }
+    }
 }
 
 #[derive(Debug)]

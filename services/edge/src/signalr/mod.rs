@@ -116,7 +116,7 @@ async fn attach(edge: &EdgeState, conn: &Arc<Conn>, groups: &[GroupName]) {
         }
         Err(err) => {
             tracing::warn!(connection = %conn.id, error = %err, "cannot attach a SignalR connection");
-            conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
+            conn.outbox.close_now(err.close_request());
         }
     }
 }

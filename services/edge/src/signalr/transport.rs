@@ -50,6 +50,11 @@ pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_ABANDONED_SECS: u32 = 30;
 /// How often long-polling connections are checked for abandonment.
 const REAP_EVERY: Duration = Duration::from_secs(5);
+/// How long an event stream may leave a requested close unseen before its connection is
+/// ended without it (see [`watch_event_stream`]).
+const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How often an event stream's connection is checked for such a close.
+const STREAM_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// How long a forwarded send may take (it waits for the upstream's answers).
 const SEND_FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest body of a send (what axum's default body limit allowed before).
@@ -566,6 +571,7 @@ async fn event_stream(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Ha
         Err(request) => return refusal(&request),
     };
     let http = register(&edge, start(&edge, admitted).await, token_user);
+    tokio::spawn(watch_event_stream(Arc::clone(&edge), Arc::clone(&http)));
     let stream = EventStream { edge, http, started: false, done: false };
     let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
@@ -574,6 +580,28 @@ async fn event_stream(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Ha
     // Proxies such as nginx must not buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// Ends an event stream's connection whose close the stream cannot see. hyper polls a
+/// response body only while it can write, so for a client that reads nothing a slow-consumer
+/// or heartbeat close would never reach [`EventStream`], and the connection would stay in the
+/// hub (counted, in its groups, never reported disconnected) for as long as the socket lives.
+/// If the client reads again later, the stream still sends it the Close message.
+async fn watch_event_stream(edge: Arc<EdgeState>, http: Arc<HttpConnection>) {
+    let mut closing_since = None;
+    loop {
+        tokio::time::sleep(STREAM_WATCH_EVERY).await;
+        if http.finished.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(request) = http.conn.outbox.close_request() else { continue };
+        let since = *closing_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= STREAM_CLOSE_GRACE {
+            tracing::debug!(connection = %http.conn.id, code = request.code.code(), "ending an event stream that is not read");
+            finish(&edge, &http, request.code, &request.reason);
+            return;
+        }
+    }
 }
 
 /// The body of a Server-Sent Events response: what the connection's outbox holds, as

@@ -15,9 +15,12 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use signalbox_bus::BoxFuture;
 use signalbox_core::CloseCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::codec::{self, FrameError, Inbound, Reader};
 use crate::EdgeState;
@@ -25,6 +28,27 @@ use crate::conn::Conn;
 use crate::outbox::{CloseRequest, Taken};
 use crate::session::Session;
 use crate::signalr::SignalRSession;
+
+/// The stream under a connection: a TCP socket (or, where hyper keeps it, an upgraded stream).
+pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Makes dropping the stream reset the connection, so that what the kernel still holds
+    /// for a peer that stopped reading (megabytes of send buffer) is freed at once rather
+    /// than kept by an orphaned socket for minutes.
+    fn reset_on_drop(&self);
+}
+
+impl Socket for TcpStream {
+    fn reset_on_drop(&self) {
+        if let Err(err) = self.set_zero_linger() {
+            tracing::debug!(error = %err, "cannot set SO_LINGER");
+        }
+    }
+}
+
+/// hyper keeps the socket behind its own type: dropping it is all that can be done.
+impl Socket for TokioIo<hyper::upgrade::Upgraded> {
+    fn reset_on_drop(&self) {}
+}
 
 /// What reads the client's messages: the protocol's session.
 pub(crate) enum Handler {
@@ -62,6 +86,9 @@ enum Exit {
     },
     /// The peer went away without a close handshake.
     Gone,
+    /// The peer took nothing we wrote for the write deadline (the idle timeout), our close
+    /// frame maybe included: it is not reading, and its socket may not be kept.
+    Stalled,
     Io(io::Error),
 }
 
@@ -87,14 +114,17 @@ pub(crate) struct Connection<S> {
     written: usize,
     /// The close frame has been queued for writing.
     closing: Option<CloseRequest>,
-    /// After sending a close frame, how long the socket may take to take it; a peer that
-    /// reads nothing does not keep the connection (only allocated while closing).
-    close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The client sent its close frame: read nothing more.
     peer_closed: bool,
+    /// The last write found the socket full: the peer is not taking what we send.
+    write_blocked: bool,
+    /// While `write_blocked`: when the connection is given up if the socket still takes
+    /// nothing. Allocated on the first stall, then re-armed (reset) on each new one.
+    write_deadline: Option<Pin<Box<Sleep>>>,
+    write_deadline_armed: bool,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+impl<S: Socket> Connection<S> {
     /// `prefix` holds bytes the client sent right after the handshake.
     pub(crate) fn new(io: S, prefix: &[u8], conn: Arc<Conn>, edge: Arc<EdgeState>, handler: Handler) -> Self {
         let max_frame = conn.settings.limits.max_message_bytes as usize + FRAME_OVERHEAD;
@@ -111,8 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             pending: VecDeque::new(),
             written: 0,
             closing: None,
-            close_deadline: None,
             peer_closed: false,
+            write_blocked: false,
+            write_deadline: None,
+            write_deadline_armed: false,
         };
         if !prefix.is_empty() {
             let fed = connection.reader.feed(prefix, max_frame, &mut connection.inbound);
@@ -130,7 +162,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             // Give the client a moment to answer our close frame before dropping the socket.
             let _ = tokio::time::timeout(CLOSE_GRACE, self.wait_for_peer_close()).await;
         }
-        let _ = self.io.shutdown().await;
+        if self.pending.is_empty() {
+            let _ = self.io.shutdown().await;
+        } else {
+            // Frames (maybe our close frame) the peer never took: reset rather than leave
+            // them to an orphaned socket.
+            self.io.reset_on_drop();
+        }
         let (code, reason) = self.ending(&exit);
         // Before leaving the hub, so the event still names the connection's groups.
         self.edge.events.disconnected(&self.conn, code, &reason);
@@ -144,6 +182,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Exit::Gone => {
                 metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
                 tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, code = 1006, "connection dropped by peer");
+            }
+            Exit::Stalled => {
+                metrics::counter!("signalbox_disconnects_total", "code" => code.to_string()).increment(1);
+                tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, code, reason, "connection dropped: the client reads nothing");
             }
             Exit::Io(err) => {
                 metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
@@ -159,6 +201,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             // We were closing it and it did not take our close frame.
             (Exit::Gone, Some(request)) => (request.code.code(), request.reason.to_string()),
             (Exit::Gone, None) => (1006, "the connection dropped without a close frame".into()),
+            (Exit::Stalled, Some(request)) => (request.code.code(), request.reason.to_string()),
+            (Exit::Stalled, None) => {
+                (CloseCode::SlowConsumer.code(), "the client read nothing for the write deadline".into())
+            }
             (Exit::Io(err), _) => (1006, format!("the connection failed: {err}")),
         }
     }
@@ -173,10 +219,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Poll::Ready(Err(err)) => return Poll::Ready(Exit::Io(err)),
                 Poll::Pending => {}
             }
+            if self.poll_write_deadline(cx).is_ready() {
+                return Poll::Ready(Exit::Stalled);
+            }
             if self.closing.is_some() {
-                let deadline = self.close_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
-                ready!(deadline.as_mut().poll(cx));
-                return Poll::Ready(Exit::Gone);
+                // Our close frame waits for the socket to take it: a client that reads slowly
+                // still learns why it is closed; one that reads nothing meets the write deadline.
+                return Poll::Pending;
             }
             if let Some(request) = self.request.as_mut() {
                 ready!(request.as_mut().poll(cx));
@@ -203,6 +252,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Err(ReadError::Io(err)) => return Poll::Ready(Exit::Io(err)),
                 Err(ReadError::Frame(err)) => self.fail_protocol(&err),
             }
+        }
+    }
+
+    /// Ready once the socket has taken nothing for the write deadline (the idle timeout: a
+    /// peer that reads nothing cannot answer pings either), whatever else is going on.
+    fn poll_write_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.write_blocked {
+            self.write_deadline_armed = false;
+            return Poll::Pending;
+        }
+        if !self.write_deadline_armed {
+            self.write_deadline_armed = true;
+            let at = Instant::now() + self.edge.hub.config.idle_timeout();
+            match &mut self.write_deadline {
+                Some(deadline) => deadline.as_mut().reset(at),
+                None => self.write_deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        match &mut self.write_deadline {
+            Some(deadline) => deadline.as_mut().poll(cx),
+            None => Poll::Pending,
         }
     }
 
@@ -236,9 +306,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Writes what is queued. Ready(Ok) only once the close frame is out.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // With frames of our own still to write, the outbox is not polled below: this also
+        // registers for its wake-up, or a close requested while the socket is full (a slow
+        // consumer, a heartbeat timeout) would never be seen.
         if self.closing.is_none()
             && !self.pending.is_empty()
-            && let Some(request) = self.conn.outbox.urgent_close()
+            && let Some(request) = self.conn.outbox.poll_urgent_close(cx)
         {
             // Keep only a frame already half written (the stream must stay well-formed).
             self.pending.truncate(usize::from(self.written > 0));
@@ -270,7 +343,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 slices[i] = IoSlice::new(if i == 0 { &frame[self.written..] } else { frame });
                 count = i + 1;
             }
-            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+            let Poll::Ready(written) = Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) else {
+                self.write_blocked = true;
+                return Poll::Pending;
+            };
+            let n = written?;
+            self.write_blocked = false;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use signalbox_core::{CloseCode, ConnectionId, GroupName, Permissions, Scope, WebhookEvent, clock};
 use signalbox_proto::native::{self, GroupRecovery};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::EdgeState;
@@ -33,7 +33,7 @@ use crate::session::Session;
 pub(crate) use connect::Handshake;
 use connect::Identity;
 use connect::ask_connect_webhook;
-use connection::{Connection, Handler};
+use connection::{Connection, Handler, Socket};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ClientQuery {
@@ -305,6 +305,14 @@ pub(crate) async fn admit(
     }
     groups.sort();
     groups.dedup();
+    // Refused before anything is registered, with a code that says retrying cannot help.
+    let max_groups = key.settings.limits.max_groups_per_connection as usize;
+    if groups.len() > max_groups {
+        return Err(CloseRequest::new(
+            CloseCode::TooManyGroups,
+            format!("the connection would start in {} groups; the app allows {max_groups}", groups.len()),
+        ));
+    }
     let conn = Arc::new(Conn {
         key: edge.hub.next_key(),
         id,
@@ -315,7 +323,14 @@ pub(crate) async fn admit(
         open: (!format.is_signalr()).into(),
         settings: Arc::clone(&key.settings),
         connected_at: clock::unix_seconds(),
-        outbox: Outbox::new(config.outbox_max_bytes, config.outbox_max_frames),
+        outbox: Outbox::new(
+            crate::outbox::capacity_for(
+                config.outbox_max_bytes,
+                key.settings.limits.max_message_bytes as usize,
+                format,
+            ),
+            config.outbox_max_frames,
+        ),
         groups: parking_lot::Mutex::new(Groups::default()),
         last_seen: edge.hub.now_secs().into(),
         recovery: Recoveries::default(),
@@ -336,10 +351,7 @@ pub(crate) async fn admit(
 
 /// Runs an upgraded connection: closes refused ones with their code, attaches and runs
 /// admitted ones.
-async fn serve<S>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Result<Started, CloseRequest>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+async fn serve<S: Socket>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Result<Started, CloseRequest>) {
     let Admitted { conn, permissions, groups, recover, refused } = match admitted {
         Ok(Started::Native(admitted)) => admitted,
         Ok(Started::SignalR(admitted)) => {
@@ -383,7 +395,7 @@ where
         Ok(()) => edge.events.connected(&conn),
         Err(err) => {
             tracing::warn!(connection = %conn.id, error = %err, "cannot attach connection");
-            conn.outbox.close_now(CloseRequest::new(CloseCode::TryAgainLater, "cannot subscribe right now; retry"));
+            conn.outbox.close_now(err.close_request());
         }
     }
     tracing::info!(connection = %conn.id, app = %conn.scope.app, user = ?conn.user, "connection open");
