@@ -179,6 +179,8 @@ async fn the_default_caps_are_100_apps_and_10_live_keys() {
         app.tenant.create_key(&app.id, None, None).await.expect("up to 10 live keys");
     }
     assert!(app.tenant.create_key(&app.id, None, None).await.is_err(), "the 11th live key is refused");
+}
+
 #[tokio::test]
 async fn clients_that_never_read_are_dropped_and_their_sockets_released() {
     let signalbox = Signalbox::start_with(|config| {

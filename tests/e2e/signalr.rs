@@ -175,6 +175,8 @@ async fn the_upstream_url_template_encodes_the_method_name() {
         ]
     );
     assert_eq!(receiver.received().len(), 3, "the `..` call went nowhere");
+}
+
 /// A SignalR client whose event stream is never read: hyper stops polling the response body
 /// once it cannot write, so the stream alone would never see its slow-consumer close. The
 /// connection must still end.

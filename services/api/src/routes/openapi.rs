@@ -44,7 +44,19 @@ pub(crate) fn complete(mut doc: OpenApi) -> OpenApi {
                     "A body or a name that breaks the rules (code `invalid_body`, `invalid_name`, `invalid_field`, …)",
                 );
             }
-            add(operation, "503", "A dependency is unavailable; retry after `Retry-After` (code `unavailable`)");
+            if has_body {
+                add(operation, "408", "The body did not arrive in time (code `body_timeout`)");
+            }
+            add(
+                operation,
+                "429",
+                "Too many requests from this address before authenticating (code `too_many_requests`)",
+            );
+            add(
+                operation,
+                "503",
+                "A dependency is unavailable, or the request took too long (code `unavailable`, `request_timeout`); retry after `Retry-After`",
+            );
         }
     }
     doc
