@@ -282,3 +282,105 @@ async fn a_signalr_websocket_that_is_never_read_is_dropped() {
     })
     .await;
 }
+
+/// A tenant signs connection tokens with its own keys, so it can name any connection id in
+/// one: tenant B opening a transport with tenant A's id must not take A's connection over, on
+/// any transport. A keeps its connection, and B gets nothing of it.
+#[tokio::test]
+async fn another_tenant_cannot_take_a_signalr_connection_over_by_its_id() {
+    use signalbox_core::signalr::{ConnectionTokenClaims, sign_connection_token};
+    use signalbox_core::{AppId, ConnectionId, KeyId};
+
+    let signalbox = signalbox_tests::Signalbox::start().await;
+    let (victim, attacker) = (signalbox.app().await, signalbox.app().await);
+    let base = signalbox.http_url();
+    let http = reqwest::Client::new();
+    let token = victim.token(Some("ada"), &[], &[]).await;
+    let (id, connection_token) = negotiate(&base, &token).await;
+    let url = format!("{base}/client/?hub=chat&id={}", urlencode(&connection_token));
+    assert_eq!(http.get(&url).bearer_auth(&token).send().await.expect("poll").status(), StatusCode::OK);
+    let handshake = http.post(&url).bearer_auth(&token).body(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}"));
+    assert_eq!(handshake.send().await.expect("send").status(), StatusCode::OK);
+    assert_eq!(
+        http.get(&url).bearer_auth(&token).send().await.expect("poll").text().await.expect("body"),
+        format!("{{}}{RS}")
+    );
+
+    // The attacker's own key signs a connection token naming the victim's id.
+    let claims = ConnectionTokenClaims {
+        app: AppId::new(&attacker.id).expect("app id"),
+        cid: ConnectionId::new(&id).expect("connection id"),
+        hub: "chat".into(),
+        sub: None,
+        iat: signalbox_core::clock::unix_seconds(),
+    };
+    let forged =
+        sign_connection_token(&claims, &KeyId::new(&attacker.key_id).expect("key id"), attacker.secret.as_bytes());
+    let attacker_token = attacker.token(None, &[], &[]).await;
+    let forged_url = format!("{base}/client/?hub=chat&id={}", urlencode(&forged));
+    let long_poll = http.get(&forged_url).bearer_auth(&attacker_token).send().await.expect("poll");
+    assert_ne!(long_poll.status(), StatusCode::OK, "the id is taken: the attacker's long poll is refused");
+    let events = http.get(&forged_url).bearer_auth(&attacker_token).header("accept", "text/event-stream").send();
+    assert_ne!(events.await.expect("events").status(), StatusCode::OK, "so is its event stream");
+
+    // The victim's connection is still the victim's: its backend reaches it, and it polls.
+    let waiting = tokio::spawn({
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move { http.get(url).bearer_auth(token).send().await.expect("poll").text().await.expect("body") }
+    });
+    victim.backend.send_to_connection(&victim.id, &id, &Message::new("still", json!(["yours"]))).await.expect("send");
+    let invocation = within("the victim's poll", waiting).await.expect("poll task");
+    assert!(invocation.contains("\"still\""), "{invocation}");
+}
+
+/// A public connection id (presence and the REST API hand them out) is not a credential: an
+/// anonymous client of the same app naming another's id, bare, gets nothing.
+#[tokio::test]
+async fn a_bare_connection_id_opens_nothing_and_reads_nothing() {
+    let signalbox = signalbox_tests::Signalbox::start().await;
+    let app = signalbox.app().await;
+    let base = signalbox.http_url();
+    let http = reqwest::Client::new();
+    let token = app.token(None, &[], &[]).await;
+    let (id, connection_token) = negotiate(&base, &token).await;
+    let url = format!("{base}/client/?hub=chat&id={}", urlencode(&connection_token));
+    assert_eq!(http.get(&url).bearer_auth(&token).send().await.expect("poll").status(), StatusCode::OK);
+    let handshake = http.post(&url).bearer_auth(&token).body(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}"));
+    assert_eq!(handshake.send().await.expect("send").status(), StatusCode::OK);
+
+    let stranger = app.token(None, &[], &[]).await;
+    let bare = format!("{base}/client/?hub=chat&id={id}");
+    assert_eq!(http.get(&bare).bearer_auth(&stranger).send().await.expect("poll").status(), StatusCode::NOT_FOUND);
+    let send = http.post(&bare).bearer_auth(&stranger).body(format!("{{\"type\":7}}{RS}")).send();
+    assert_eq!(send.await.expect("send").status(), StatusCode::NOT_FOUND);
+    assert_eq!(http.delete(&bare).bearer_auth(&stranger).send().await.expect("delete").status(), StatusCode::NOT_FOUND);
+
+    // The owner's connection is untouched: its handshake answer is still waiting for it.
+    let answer = http.get(&url).bearer_auth(&token).send().await.expect("poll");
+    assert_eq!(answer.text().await.expect("body"), format!("{{}}{RS}"));
+}
+
+/// negotiateVersion 0 has no connection token: its `connectionId` is the token, since the
+/// client sends it back as `id`.
+#[tokio::test]
+async fn negotiate_version_0_hands_out_the_secret_as_the_id() {
+    let signalbox = signalbox_tests::Signalbox::start().await;
+    let app = signalbox.app().await;
+    let token = app.token(Some("vic"), &[], &[]).await;
+    let body: Value = reqwest::Client::new()
+        .post(format!("{}/client/negotiate?hub=chat", signalbox.http_url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("negotiate")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["negotiateVersion"], 0);
+    assert!(body.get("connectionToken").is_none());
+    let id = body["connectionId"].as_str().expect("connectionId");
+    assert_eq!(id.split('.').count(), 3, "a signed connection token: {id}");
+    let url = format!("{}/client/?hub=chat&id={}", signalbox.http_url(), urlencode(id));
+    let opened = reqwest::Client::new().get(url).bearer_auth(&token).send().await.expect("poll");
+    assert_eq!(opened.status(), StatusCode::OK);
+}

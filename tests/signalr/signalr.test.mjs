@@ -469,7 +469,7 @@ describe("bad input", () => {
     assert.equal((await fetch(url, { headers: { authorization: `Bearer ${other}` } })).status, 403);
   });
 
-  test("negotiateVersion 0: the connection id is the id, bound to the user", async () => {
+  test("negotiateVersion 0: the connection id is the connection token, bound to the user", async () => {
     const token = appClient.signToken({ userId: "vera" });
     const negotiated = await fetch(`${server.url}/client/negotiate?hub=chat`, {
       method: "POST",
@@ -477,14 +477,15 @@ describe("bad input", () => {
     }).then((r) => r.json());
     assert.equal(negotiated.negotiateVersion, 0);
     assert.equal(negotiated.connectionToken, undefined);
-    const url = `${server.url}/client/?hub=chat&id=${negotiated.connectionId}`;
+    assert.equal(negotiated.connectionId.split(".").length, 3, "the id a v0 client sends back is a signed token");
+    const url = `${server.url}/client/?hub=chat&id=${encodeURIComponent(negotiated.connectionId)}`;
     const auth = { authorization: `Bearer ${token}` };
     assert.equal((await fetch(url, { headers: auth })).status, 200);
     await fetch(url, { method: "POST", headers: auth, body: `{"protocol":"json","version":1}${RS}` });
     assert.equal(await (await fetch(url, { headers: auth })).text(), `{}${RS}`);
     const other = appClient.signToken({ userId: "walt" });
     const stolen = await fetch(url, { method: "POST", headers: { authorization: `Bearer ${other}` }, body: "x" });
-    assert.equal(stolen.status, 404, "another user cannot use a bare id");
+    assert.equal(stolen.status, 403, "another user cannot use the connection");
     assert.equal((await fetch(url, { method: "DELETE", headers: auth })).status, 202);
   });
 

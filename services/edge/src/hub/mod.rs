@@ -46,6 +46,9 @@ pub(crate) enum Refusal {
     AppFull,
     /// This node has `max_connections` in total.
     NodeFull,
+    /// A connection with this id is registered here already (of any app): a SignalR id can be
+    /// named by whoever signs a connection token, so registering must never replace one.
+    IdInUse,
 }
 
 /// Why a join failed.
@@ -150,6 +153,12 @@ impl Hub {
 
     /// Admits and registers a connection, or refuses it when a limit is reached.
     pub(crate) fn register(&self, conn: &Arc<Conn>) -> Result<(), Refusal> {
+        // The shard stays locked from the check to the insert, so two opens of one id cannot
+        // both pass.
+        let mut shard = self.connections[shard_of(&conn.id)].write();
+        if shard.contains_key(&conn.id) {
+            return Err(Refusal::IdInUse);
+        }
         {
             let mut per_app = self.per_app.lock();
             let count = per_app.entry(conn.scope.app.clone()).or_insert(0);
@@ -163,7 +172,7 @@ impl Hub {
             *count += 1;
             self.app_gauge(&conn.scope.app, *count);
         }
-        self.connections[shard_of(&conn.id)].write().insert(conn.id.clone(), Arc::clone(conn));
+        shard.insert(conn.id.clone(), Arc::clone(conn));
         metrics::gauge!("signalbox_connections").increment(1.0);
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! `POST /client/negotiate?hub=…`: the first request of every SignalR client.
 //!
 //! The client's access token is checked here (and again on every transport request); the
-//! answer carries a fresh connection id and, for `negotiateVersion=1`, a connection token
-//! that binds the id to the app, hub and user so that knowing an id is not enough to use a
-//! connection. Nothing is stored: whichever edge the transport request reaches opens the
-//! connection.
+//! answer carries a fresh connection id and a connection token that binds the id to the app,
+//! hub and user, so that knowing an id is not enough to use a connection: transport requests
+//! name the connection by its token, never by its public id. With `negotiateVersion=1` the
+//! two travel apart (`connectionId`, `connectionToken`); version 0 has one field, which the
+//! client sends back as `id`, so it carries the token. Nothing is stored: whichever edge the
+//! transport request reaches opens the connection.
 
 use std::sync::Arc;
 
@@ -78,18 +80,19 @@ pub(super) async fn negotiate(
         {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
         {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
     ]);
+    let claims = ConnectionTokenClaims {
+        app: authorized.key.app.clone(),
+        cid: id.clone(),
+        hub: hub.to_string(),
+        sub: authorized.claims.sub.as_ref().map(ToString::to_string),
+        iat: signalbox_core::clock::unix_seconds(),
+    };
+    let token = sign_connection_token(&claims, &authorized.key_id, &authorized.key.secret);
     let body = if query.negotiate_version.unwrap_or(0) >= 1 {
-        let claims = ConnectionTokenClaims {
-            app: authorized.key.app.clone(),
-            cid: id.clone(),
-            hub: hub.to_string(),
-            sub: authorized.claims.sub.as_ref().map(ToString::to_string),
-            iat: signalbox_core::clock::unix_seconds(),
-        };
-        let token = sign_connection_token(&claims, &authorized.key_id, &authorized.key.secret);
         json!({"negotiateVersion": 1, "connectionId": id, "connectionToken": token, "availableTransports": transports})
     } else {
-        json!({"negotiateVersion": 0, "connectionId": id, "availableTransports": transports})
+        // Version 0 clients send `connectionId` back as `id`: it must be the secret.
+        json!({"negotiateVersion": 0, "connectionId": token, "availableTransports": transports})
     };
     (StatusCode::OK, axum::Json(body)).into_response()
 }

@@ -126,7 +126,7 @@ struct Addressed {
     authorized: Authorized,
     scope: Scope,
     id: ConnectionId,
-    /// The connection token may still open the connection (always for a bare v0 id).
+    /// The connection token may still open the connection.
     may_open: bool,
 }
 
@@ -151,8 +151,9 @@ async fn address(
         .map_err(|err| Box::new(auth_failure(&err)))?;
     let app = authorized.key.app.clone();
     let user = authorized.claims.sub.as_ref().map(ToString::to_string);
-    let id = if raw_id.contains('.') {
-        // negotiateVersion 1: a connection token, signed by the key named in it.
+    // A connection token, signed by the key named in it (a bare public id is no credential:
+    // presence and the REST API hand ids out).
+    let id = {
         let unknown = |_| Box::new(no_connection());
         let header = token::peek(raw_id).map_err(unknown)?;
         let key = edge.directory.key(&header.app, &header.key_id).await.map_err(|_| Box::new(no_connection()))?;
@@ -163,10 +164,6 @@ async fn address(
         }
         let may_open = claims.may_open(signalbox_core::clock::unix_seconds());
         (claims.cid, may_open)
-    } else {
-        // negotiateVersion 0: the bare id; the holding edge checks the user.
-        let id = ConnectionId::new(raw_id).ok().filter(ConnectionId::is_signalr);
-        (id.ok_or_else(|| Box::new(no_connection()))?, true)
     };
     let (id, may_open) = id;
     if let Some(pending) = pending {

@@ -339,12 +339,13 @@ pub(crate) async fn admit(
         announced: false.into(),
     });
     edge.hub.register(&conn).map_err(|refusal| {
-        let reason = match refusal {
-            Refusal::AppFull => "the app's connection limit is reached",
-            Refusal::NodeFull => "this node is full",
+        let (code, reason) = match refusal {
+            Refusal::AppFull => (CloseCode::ConnectionLimit, "the app's connection limit is reached"),
+            Refusal::NodeFull => (CloseCode::ConnectionLimit, "this node is full"),
+            Refusal::IdInUse => (CloseCode::ConnectRejected, "this connection id is in use"),
         };
-        metrics::counter!("signalbox_connects_refused_total", "code" => "4102").increment(1);
-        CloseRequest::new(CloseCode::ConnectionLimit, reason)
+        metrics::counter!("signalbox_connects_refused_total", "code" => code.code().to_string()).increment(1);
+        CloseRequest::new(code, reason)
     })?;
     Ok(Admitted { conn, permissions, groups, recover, refused })
 }
