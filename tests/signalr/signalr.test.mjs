@@ -115,6 +115,32 @@ const transports = [
   ["long polling", HttpTransportType.LongPolling],
 ];
 
+describe("the URL without the slash", () => {
+  // `…/client?hub=chat` is how many apps write the URL: it must reach SignalR, not the native
+  // endpoint (whose welcome a SignalR client cannot read), on every transport.
+  for (const [name, transport] of transports) {
+    test(`${name}: /client?hub=chat connects and receives`, async () => {
+      const user = `slashless-${transport}`;
+      const connection = new HubConnectionBuilder()
+        .withUrl(`${server.url}/client?hub=chat`, { transport, accessTokenFactory: () => appClient.signToken({ userId: user }) })
+        .configureLogging(LogLevel.None)
+        .build();
+      await connection.start();
+      try {
+        const received = nextInvocation(connection, "hello");
+        const response = await azureRest("POST", `/api/hubs/chat/users/${user}/:send?api-version=2022-06-01`, {
+          target: "hello",
+          arguments: ["no slash"],
+        });
+        assert.equal(response.status, 202);
+        assert.deepEqual(await received, ["no slash"]);
+      } finally {
+        await connection.stop();
+      }
+    });
+  }
+});
+
 describe("each transport", () => {
   for (const [name, transport] of transports) {
     test(`${name}: REST sends in both dialects, groups via REST, and a hub method answered upstream`, async () => {

@@ -80,7 +80,7 @@ pub enum HandshakeError {
     Malformed(String),
     #[error("the protocol '{0}' is not supported; this server speaks 'json' and 'messagepack'")]
     Protocol(String),
-    #[error("the protocol version {0} is not supported; this server speaks version 1")]
+    #[error("the protocol version {0} is not supported; this server speaks versions 0 and 1")]
     Version(u32),
 }
 
@@ -100,7 +100,9 @@ pub fn parse_handshake(record: &[u8]) -> Result<HubProtocol, HandshakeError> {
         "messagepack" => HubProtocol::MessagePack,
         other => return Err(HandshakeError::Protocol(other.chars().take(32).collect())),
     };
-    if request.version != VERSION {
+    // As ASP.NET Core: any version up to the server's (`signalrcore` sends 0). Version 2
+    // (stateful reconnect) is not spoken here yet.
+    if request.version > VERSION {
         return Err(HandshakeError::Version(request.version));
     }
     Ok(protocol)
@@ -283,6 +285,7 @@ mod tests {
             Err(HandshakeError::Protocol("blobpack".into()))
         );
         assert_eq!(parse_handshake(br#"{"protocol":"json","version":2}"#), Err(HandshakeError::Version(2)));
+        assert_eq!(parse_handshake(br#"{"protocol":"json","version":0}"#), Ok(HubProtocol::Json), "signalrcore");
         assert!(matches!(parse_handshake(b"nope"), Err(HandshakeError::Malformed(_))));
         assert_eq!(encode_handshake_response(None), b"{}\x1e");
         assert_eq!(value(&encode_handshake_response(Some("bad"))), json!({"error": "bad"}));

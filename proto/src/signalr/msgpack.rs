@@ -119,15 +119,25 @@ pub fn to_json(value: &Value) -> Option<serde_json::Value> {
     })
 }
 
-/// `[1, {}, nil, target, arguments]`: a message to the client. `arguments` is JSON; anything
-/// but an array is sent as the one argument.
+/// `[1, {}, nil, target, arguments, []]`: a message to the client, with the empty stream ids
+/// ASP.NET Core writes (clients that read its wire format exactly, such as Python's
+/// `signalrcore`, drop a five-element invocation). `arguments` is JSON; anything but an array
+/// is sent as the one argument.
 pub fn encode_invocation(target: &str, arguments: &[u8]) -> Vec<u8> {
     let arguments = match serde_json::from_slice::<serde_json::Value>(arguments) {
         Ok(serde_json::Value::Array(items)) => Value::Array(items.iter().map(from_json).collect()),
         Ok(other) => Value::Array(vec![from_json(&other)]),
         Err(_) => Value::Array(Vec::new()),
     };
-    encode(&Value::Array(vec![Value::from(1), Value::Map(Vec::new()), Value::Nil, Value::from(target), arguments]))
+    let stream_ids = Value::Array(Vec::new());
+    encode(&Value::Array(vec![
+        Value::from(1),
+        Value::Map(Vec::new()),
+        Value::Nil,
+        Value::from(target),
+        arguments,
+        stream_ids,
+    ]))
 }
 
 /// `[3, {}, id, 1, error]`, `[3, {}, id, 2]` (no result) or `[3, {}, id, 3, result]`.
@@ -222,6 +232,7 @@ mod tests {
                 Value::F64(2.5),
                 Value::Nil,
             ]),
+            Value::Array(vec![]),
         ]);
         assert_eq!(invocation, expected);
         let error = unprefixed(&encode_completion("7", Err("no")));

@@ -41,7 +41,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::State;
+use axum::routing::any;
 use signalbox_bus::{Bus, BusError, EventQueue, Journal};
 use signalbox_core::CloseCode;
 use tokio::task::JoinSet;
@@ -77,6 +78,20 @@ pub struct Edge {
     state: Arc<EdgeState>,
     /// The dispatchers and the sweeper: aborted when the edge is dropped.
     tasks: JoinSet<()>,
+}
+
+/// `/client`: the native protocol's WebSocket, or a SignalR transport request when the query
+/// names a hub — so a SignalR client never gets a native welcome it cannot read.
+async fn client(State(edge): State<Arc<EdgeState>>, request: axum::extract::Request) -> axum::response::Response {
+    use axum::handler::Handler as _;
+    use axum::response::IntoResponse as _;
+    if signalr::names_a_hub(request.uri().query()) {
+        return signalr::transport(edge, request).await;
+    }
+    if request.method() != ::http::Method::GET {
+        return ::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    ws::upgrade.call(request, edge).await
 }
 
 impl Edge {
@@ -126,9 +141,9 @@ impl Edge {
     }
 
     /// The routes of the edge: `GET /client` (native), and the SignalR adapter's
-    /// `/client/negotiate` and `/client/`.
+    /// `/client/negotiate` and `/client/` (also `/client?hub=…`, without the slash).
     pub fn router(&self) -> Router {
-        Router::new().route("/client", get(ws::upgrade)).merge(signalr::routes()).with_state(Arc::clone(&self.state))
+        Router::new().route("/client", any(client)).merge(signalr::routes()).with_state(Arc::clone(&self.state))
     }
 
     /// Ready to take connections: the routing plane is up, the cluster knows this node, and

@@ -44,6 +44,24 @@ pub(crate) fn routes() -> Router<Arc<EdgeState>> {
         .route("/client/", get(transport::get).post(transport::send).delete(transport::delete))
 }
 
+/// Whether a request to `/client` (no slash) is a SignalR transport request: a SignalR client
+/// given `…/client?hub=chat` as its URL keeps that path and adds `&id=…`.
+pub(crate) fn names_a_hub(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|pair| pair.starts_with("hub=")))
+}
+
+/// A SignalR transport request that arrived on `/client`: served as on `/client/`.
+pub(crate) async fn transport(edge: Arc<EdgeState>, request: axum::extract::Request) -> axum::response::Response {
+    use axum::handler::Handler as _;
+    use axum::response::IntoResponse as _;
+    match *request.method() {
+        http::Method::GET => transport::get.call(request, edge).await,
+        http::Method::POST => transport::send.call(request, edge).await,
+        http::Method::DELETE => transport::delete.call(request, edge).await,
+        _ => http::StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
 /// The SignalR connections of this node that the edge must find by id or subject.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
