@@ -10,6 +10,8 @@
 #   4. tests the Helm chart and lints the Dockerfile without a cluster (scripts/chart-test.sh:
 #      helm, kubernetes-validate and hadolint installed into .cache/ once, then a few
 #      seconds); SIGNALBOX_TEST_CHART=0 skips this step;
+#   4b. runs the SignalR tests of two Python clients from PyPI (signalrcore, pysignalr; into
+#      .cache/pyclients once); SIGNALBOX_TEST_PY=0 skips this step;
 #   5. runs the TypeScript SDK's, the chat demo's and the SignalR client's tests (node --test;
 #      the unmodified @microsoft/signalr from npm) against the debug signalbox binary that step 3 built, with headless Chromium (installed from Debian if
 #      it is missing) for the demo's browser test; SIGNALBOX_TEST_JS=0 skips this step;
@@ -117,10 +119,30 @@ else
   [ "$CHART_STATUS" -eq 0 ] || log "the chart tests failed (exit $CHART_STATUS)"
 fi
 
+# --- 4b. SignalR with two Python clients from PyPI (signalrcore, pysignalr) -------------
+PY_STATUS=0
+if [ "${SIGNALBOX_TEST_PY:-1}" = "0" ]; then
+  log "SIGNALBOX_TEST_PY=0: skipping the Python SignalR clients"
+else
+  PY_BIN=${SIGNALBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/signalbox}
+  [ -x "$PY_BIN" ] || cargo build -p signalbox
+  PYCLIENTS="$CACHE/pyclients"
+  if ! "$PYCLIENTS/bin/python" -c 'import signalrcore, pysignalr' 2>/dev/null; then
+    log "installing signalrcore and pysignalr from PyPI into .cache/pyclients"
+    rm -rf "$PYCLIENTS"
+    python3 -m venv "$PYCLIENTS"
+    "$PYCLIENTS/bin/pip" install --quiet --disable-pip-version-check signalrcore==1.0.2 pysignalr==1.3.3
+  fi
+  log "running the Python SignalR client tests (signalrcore, pysignalr)"
+  SIGNALBOX_BIN="$PY_BIN" "$PYCLIENTS/bin/python" -m unittest discover -s "$ROOT/tests/signalr-python" -v ||
+    PY_STATUS=$?
+  [ "$PY_STATUS" -eq 0 ] || log "the Python SignalR client tests failed (exit $PY_STATUS)"
+fi
+
 # --- 5. the TypeScript SDK and the chat demo ------------------------------------------
 if [ "${SIGNALBOX_TEST_JS:-1}" = "0" ]; then
   log "SIGNALBOX_TEST_JS=0: skipping the TypeScript tests"
-  [ "$CARGO_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ] && [ "$FUZZ_STATUS" -eq 0 ]
+  [ "$CARGO_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ] && [ "$FUZZ_STATUS" -eq 0 ] && [ "$PY_STATUS" -eq 0 ]
   exit
 fi
 # The cargo phase built the binary (the signalbox crate has integration tests); build it only
@@ -149,4 +171,5 @@ JS_STATUS=0
 node --test sdk/js/test/*.test.mjs examples/chat/test/*.test.mjs tests/signalr/*.test.mjs || JS_STATUS=$?
 [ "$CARGO_STATUS" -eq 0 ] || log "the cargo tests failed (exit $CARGO_STATUS)"
 [ "$JS_STATUS" -eq 0 ] || log "the TypeScript tests failed (exit $JS_STATUS)"
-[ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ] && [ "$FUZZ_STATUS" -eq 0 ]
+[ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ] && [ "$FUZZ_STATUS" -eq 0 ] &&
+  [ "$PY_STATUS" -eq 0 ]

@@ -384,3 +384,21 @@ async fn negotiate_version_0_hands_out_the_secret_as_the_id() {
     let opened = reqwest::Client::new().get(url).bearer_auth(&token).send().await.expect("poll");
     assert_eq!(opened.status(), StatusCode::OK);
 }
+
+/// A long-polling client may send its handshake before its first poll (ASP.NET Core keeps the
+/// connection from negotiate on; Python's `signalrcore` sends first): the send opens it.
+#[tokio::test]
+async fn a_send_before_the_first_poll_opens_the_connection() {
+    let signalbox = signalbox_tests::Signalbox::start().await;
+    let app = signalbox.app().await;
+    let base = signalbox.http_url();
+    let http = reqwest::Client::new();
+    let token = app.token(Some("sam"), &[], &[]).await;
+    let (_, connection_token) = negotiate(&base, &token).await;
+    let url = format!("{base}/client/?hub=chat&id={}", urlencode(&connection_token));
+    let handshake = http.post(&url).bearer_auth(&token).body(format!("{{\"protocol\":\"json\",\"version\":0}}{RS}"));
+    assert_eq!(handshake.send().await.expect("send").status(), StatusCode::OK);
+    // The poll finds the handshake's answer waiting — also when the client repeats `id`.
+    let poll = http.get(format!("{url}&id={}", urlencode(&connection_token))).bearer_auth(&token).send();
+    assert_eq!(poll.await.expect("poll").text().await.expect("body"), format!("{{}}{RS}"));
+}

@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
-use serde::Deserialize;
 use signalbox_bus::{BusError, ReplyTo};
 use signalbox_core::admission::PendingAuth;
 use signalbox_core::signalr::verify_connection_token;
@@ -60,11 +59,35 @@ const SEND_FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest body of a send (what axum's default body limit allowed before).
 const MAX_SEND_BYTES: usize = 2 * 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
+/// `?hub=…&id=…&access_token=…`. A parameter given twice counts once, by its first value:
+/// clients that keep the connection URL and add `id` again for each poll (Python's
+/// `signalrcore`) must still be understood.
+#[derive(Debug, Default)]
 pub(crate) struct TransportQuery {
     hub: Option<String>,
     id: Option<String>,
     access_token: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TransportQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, state: &S) -> Result<Self, Response> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| problem(StatusCode::BAD_REQUEST, "invalid-query", "the query string cannot be read"))?;
+        let mut query = Self::default();
+        for (name, value) in pairs {
+            let slot = match name.as_str() {
+                "hub" => &mut query.hub,
+                "id" => &mut query.id,
+                "access_token" => &mut query.access_token,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        Ok(query)
+    }
 }
 
 /// A SignalR connection on an HTTP transport.
@@ -212,7 +235,7 @@ fn refusal(request: &CloseRequest) -> Response {
 /// `GET /client/?hub=…&id=…`: a WebSocket, an event stream or a long poll.
 pub(crate) async fn get(
     State(edge): State<Arc<EdgeState>>,
-    Query(query): Query<TransportQuery>,
+    query: TransportQuery,
     method: Method,
     headers: HeaderMap,
     mut request: axum::extract::Request,
@@ -267,21 +290,35 @@ pub(crate) async fn get(
 
 /// The first long poll: opens the connection here and returns at once.
 async fn start_long_polling(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Handshake) -> Response {
+    match open_long_polling(&edge, addressed, handshake).await {
+        Ok(_) => reply(StatusCode::OK, Bytes::new()),
+        Err(response) => *response,
+    }
+}
+
+/// Opens a long-polling connection here: at its first poll, or at a send that comes before
+/// any poll (ASP.NET Core keeps a connection from negotiate on, so clients such as Python's
+/// `signalrcore` send their handshake first).
+async fn open_long_polling(
+    edge: &Arc<EdgeState>,
+    addressed: Addressed,
+    handshake: &Handshake,
+) -> Result<Arc<HttpConnection>, Box<Response>> {
     // An old connection token cannot bring back a connection that ended.
     if !addressed.may_open || edge.signalr.has_ended(addressed.id.as_str()) {
-        return no_connection();
+        return Err(Box::new(no_connection()));
     }
     if edge.draining() {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
+        return Err(Box::new(problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect")));
     }
     let token_user = addressed.authorized.claims.sub.as_ref().map(ToString::to_string);
-    let admitted = match open(&edge, addressed, WireFormat::SignalRLongPolling, handshake).await {
+    let admitted = match open(edge, addressed, WireFormat::SignalRLongPolling, handshake).await {
         Ok(admitted) => admitted,
-        Err(request) => return refusal(&request),
+        Err(request) => return Err(Box::new(refusal(&request))),
     };
-    let http = register(&edge, start(&edge, admitted).await, token_user);
-    tokio::spawn(reap(Arc::clone(&edge), http));
-    reply(StatusCode::OK, Bytes::new())
+    let http = register(edge, start(edge, admitted).await, token_user);
+    tokio::spawn(reap(Arc::clone(edge), Arc::clone(&http)));
+    Ok(http)
 }
 
 fn register(edge: &EdgeState, session: SignalRSession, token_user: Option<String>) -> Arc<HttpConnection> {
@@ -377,11 +414,12 @@ fn concat(frames: VecDeque<Bytes>) -> Bytes {
 /// body is read: a client without them cannot make the server wait for a body.
 pub(crate) async fn send(
     State(edge): State<Arc<EdgeState>>,
-    Query(query): Query<TransportQuery>,
+    query: TransportQuery,
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
     let pending = request.extensions().get::<PendingAuth>().cloned();
+    let handshake = Handshake::of(&request, &headers);
     let addressed = match address(&edge, &query, &headers, pending.as_ref()).await {
         Ok(addressed) => addressed,
         Err(response) => return *response,
@@ -401,9 +439,19 @@ pub(crate) async fn send(
             Bytes::from_static(b"POST requests are not allowed for WebSocket connections."),
         );
     }
-    match forward(&edge, &addressed, TransportKind::Send, body).await {
+    match forward(&edge, &addressed, TransportKind::Send, body.clone()).await {
         Forwarded::Answered(response) => response,
-        Forwarded::NoOne => no_connection(),
+        // Nobody holds it yet: a send before the first poll opens it here.
+        Forwarded::NoOne => {
+            let user = addressed.authorized.claims.sub.as_ref().map(ToString::to_string);
+            match open_long_polling(&edge, addressed, &handshake).await {
+                Ok(http) => {
+                    let (status, body) = deliver_send(&edge, &http, user.as_deref(), &body).await;
+                    reply(status, body)
+                }
+                Err(response) => *response,
+            }
+        }
     }
 }
 
@@ -436,7 +484,7 @@ fn unreadable_body(err: &axum::Error) -> Response {
 /// `DELETE /client/?hub=…&id=…`: the client ends its long-polling connection.
 pub(crate) async fn delete(
     State(edge): State<Arc<EdgeState>>,
-    Query(query): Query<TransportQuery>,
+    query: TransportQuery,
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
