@@ -115,6 +115,50 @@ const transports = [
   ["long polling", HttpTransportType.LongPolling],
 ];
 
+describe("presence", () => {
+  // In an app with presence events, a change reaches a SignalR client as an invocation of its
+  // `presence` method (the native frame's object as the argument) — never a native frame,
+  // which made the client fail with "Message is incomplete".
+  for (const [name, transport] of transports) {
+    test(`${name}: a join is a presence invocation, and the connection stays up`, async () => {
+      const { appClient: client, key } = await createApp(server, { presence: { events: "members" } });
+      const room = `room-${transport}`;
+      const connect = (userId) =>
+        new HubConnectionBuilder()
+          .withUrl(`${server.url}/client/?hub=chat`, { transport, accessTokenFactory: () => client.signToken({ userId, groups: [room] }) })
+          .configureLogging(LogLevel.None)
+          .build();
+      const alice = connect("alice");
+      const bob = connect("bob");
+      await alice.start();
+      try {
+        const joined = withDeadline(
+          new Promise((resolve) => alice.on("presence", (change) => change.joined?.some((j) => j.userId === "bob") && resolve(change))),
+          "bob's join",
+        );
+        await bob.start();
+        const change = await joined;
+        assert.equal(change.group, room);
+        assert.equal(change.type, "presence");
+        // Still connected, and still receiving.
+        const received = nextInvocation(alice, "after");
+        const url = `${server.url}/api/hubs/chat/users/alice/:send`;
+        const response = await fetch(url, {
+          method: "POST",
+          headers: { authorization: `Bearer ${azureToken(url, key.credential)}`, "content-type": "application/json" },
+          body: JSON.stringify({ target: "after", arguments: ["presence"] }),
+        });
+        assert.equal(response.status, 202);
+        assert.deepEqual(await received, ["presence"]);
+        assert.equal(alice.state, HubConnectionState.Connected);
+      } finally {
+        await bob.stop();
+        await alice.stop();
+      }
+    });
+  }
+});
+
 describe("the URL without the slash", () => {
   // `…/client?hub=chat` is how many apps write the URL: it must reach SignalR, not the native
   // endpoint (whose welcome a SignalR client cannot read), on every transport.

@@ -99,6 +99,17 @@ impl WireFormat {
         }
     }
 
+    /// A notice of the server's own (a presence change) in this format: the native frame's
+    /// JSON object as it is, or for SignalR an invocation of the client method `method` with
+    /// that object as its one argument — never a frame the client's protocol cannot read.
+    pub(crate) fn frame_notice(self, method: &str, notice: &[u8]) -> Bytes {
+        if self.is_signalr() {
+            self.frame(&self.hub_protocol().encode_invocation(method, notice))
+        } else {
+            self.frame(notice)
+        }
+    }
+
     pub(crate) fn protocol(self) -> &'static str {
         match self {
             Self::NativeJsonWebSocket => signalbox_proto::native::SUBPROTOCOL,

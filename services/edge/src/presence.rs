@@ -24,7 +24,7 @@ use signalbox_proto::native::{self, PresenceChange};
 use signalbox_proto::wire::{self, Body, Heartbeat, PresenceEntry, PresenceMember, PresenceUpdate};
 
 use crate::EdgeState;
-use crate::conn::Conn;
+use crate::conn::{Conn, WireFormat};
 use crate::hub::{Hub, Target};
 
 /// How often presence changes are published and delivered.
@@ -210,6 +210,10 @@ fn forget_silent_peers(edge: &EdgeState) {
     }
 }
 
+/// The client method a SignalR connection's presence changes invoke (documented in
+/// docs/signalr.md): its one argument is the native `presence` frame's object.
+const PRESENCE_METHOD: &str = "presence";
+
 async fn flush(edge: &EdgeState, target: &Arc<Target>) {
     let Some(group) = target.group() else { return };
     let local_count = target.with_members(|m| m.len());
@@ -263,10 +267,13 @@ async fn flush(edge: &EdgeState, target: &Arc<Target>) {
             tracing::warn!(subject = %target.subject, error = %err, "could not publish a presence update");
         }
     }
-    if let Some(frame) = frame {
-        let frame = crate::ws::codec::text_frame(&frame);
+    if let Some(notice) = frame {
+        // Framed once per format in use, as messages are.
+        let mut frames: [Option<bytes::Bytes>; WireFormat::COUNT] = Default::default();
         let delivered = target.with_members(|members| {
             for conn in members.values() {
+                let format = conn.format();
+                let frame = frames[format.index()].get_or_insert_with(|| format.frame_notice(PRESENCE_METHOD, &notice));
                 conn.outbox.push(frame.clone());
             }
             members.len()
