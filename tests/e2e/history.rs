@@ -12,18 +12,7 @@ fn history_settings(max_messages: u32) -> Value {
 
 /// Publishes over REST and returns the message's position.
 async fn publish(app: &TestApp, group: &str, data: Value) -> u64 {
-    let response = app
-        .backend
-        .send(
-            reqwest::Method::POST,
-            &["v1", "apps", &app.id, "groups", group, "messages"],
-            Some(&json!({"event": "e", "data": data})),
-        )
-        .await
-        .expect("publish");
-    assert_eq!(response.status().as_u16(), 202);
-    let body: Value = response.json().await.expect("json");
-    body["position"].as_u64().expect("a group with history answers with a position")
+    signalbox_tests::publish_stored(&app.backend, &app.id, group, data).await
 }
 
 async fn recovery_of(connection: &mut Connection) -> (bool, Vec<GroupRecovery>) {

@@ -14,7 +14,7 @@ use signalbox_sdk::server::Client;
 use signalbox_test_support::tempfile::TempDir;
 use signalbox_test_support::{Process, signalbox_binary};
 use signalbox_tests::cluster::Cluster;
-use signalbox_tests::{DEADLINE, eventually, within};
+use signalbox_tests::{DEADLINE, eventually, publish_stored, within};
 
 const ADMIN_TOKEN: &str = "sba_restart_test_operator_token_0123456789";
 
@@ -59,21 +59,6 @@ impl Stop {
             Self::Kill => serve.process.kill(),
         }
     }
-}
-
-/// Publishes to a group with history and returns the acknowledged position.
-async fn publish(backend: &Client, app: &str, group: &str, data: Value) -> u64 {
-    let response = backend
-        .send(
-            reqwest::Method::POST,
-            &["v1", "apps", app, "groups", group, "messages"],
-            Some(&json!({"event": "e", "data": data})),
-        )
-        .await
-        .expect("publish");
-    assert_eq!(response.status().as_u16(), 202);
-    let body: Value = response.json().await.expect("json");
-    body["position"].as_u64().expect("a group with history answers with a position")
 }
 
 /// Connects recovering `group` from `position`; returns the data of every replayed message
@@ -129,13 +114,13 @@ async fn every_acknowledged_message_is_recovered_after(stop: Stop) {
     let backend = Client::new(&serve.base, &key).expect("client");
     let mut positions = Vec::new();
     for i in 0..300 {
-        positions.push(publish(&backend, &app, "room-1", json!(i)).await);
+        positions.push(publish_stored(&backend, &app, "room-1", json!(i)).await);
     }
 
     stop.stop(&mut serve);
     let serve = Serve::start(dir.path());
     let backend = Client::new(&serve.base, &key).expect("client");
-    let after_restart = publish(&backend, &app, "room-1", json!(300)).await;
+    let after_restart = publish_stored(&backend, &app, "room-1", json!(300)).await;
     assert!(after_restart > positions[299], "positions go on growing across the restart");
 
     let (replayed, outcome) = recover(&serve.ws_url(), &token, "room-1", positions[49]).await;
@@ -167,7 +152,7 @@ async fn a_position_from_a_lost_history_is_reported_as_reset() {
     let backend = Client::new(&serve.base, &key).expect("client");
     let mut positions = Vec::new();
     for i in 0..10 {
-        positions.push(publish(&backend, &app, "room-1", json!(i)).await);
+        positions.push(publish_stored(&backend, &app, "room-1", json!(i)).await);
     }
     Stop::Kill.stop(&mut serve);
     for file in ["history.db", "history.db-wal", "history.db-shm"] {
@@ -175,7 +160,7 @@ async fn a_position_from_a_lost_history_is_reported_as_reset() {
     }
     let serve = Serve::start(dir.path());
     let backend = Client::new(&serve.base, &key).expect("client");
-    let new = publish(&backend, &app, "room-1", json!("new")).await;
+    let new = publish_stored(&backend, &app, "room-1", json!("new")).await;
 
     let (replayed, outcome) = recover(&serve.ws_url(), &token, "room-1", positions[4]).await;
     assert_eq!(replayed, vec![(new, json!("new"))], "what the new history holds is replayed");
@@ -193,7 +178,7 @@ async fn a_cluster_recovers_everything_after_nats_and_the_edge_are_killed() {
     let token = app.token(None, &["room-1"], &[]).await;
     let mut positions = Vec::new();
     for i in 0..300 {
-        positions.push(publish(&app.backend, &app.id, "room-1", json!(i)).await);
+        positions.push(publish_stored(&app.backend, &app.id, "room-1", json!(i)).await);
     }
 
     cluster.nats.stop();

@@ -156,6 +156,22 @@ impl TestApp {
     }
 }
 
+/// Publishes event `e` with `data` to a group with history over REST; returns the position
+/// the 202 acknowledged.
+pub async fn publish_stored(backend: &Client, app: &str, group: &str, data: Value) -> u64 {
+    let response = backend
+        .send(
+            reqwest::Method::POST,
+            &["v1", "apps", app, "groups", group, "messages"],
+            Some(&json!({"event": "e", "data": data})),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(response.status().as_u16(), 202);
+    let body: Value = response.json().await.expect("json");
+    body["position"].as_u64().expect("a group with history answers with a position")
+}
+
 /// The next message, within the deadline.
 pub async fn next_message(connection: &mut Connection) -> Message {
     within("a message", connection.next_message()).await.expect("connection open")

@@ -77,6 +77,13 @@ fn settings_properties() -> Vec<(String, RefOr<Schema>)> {
     }
 }
 
+fn unix_millis() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .description(Some("Milliseconds since the Unix epoch."))
+}
+
 /// An app as the api answers it: its own fields and every setting, side by side.
 pub(crate) fn app() -> Schema {
     let mut builder = ObjectBuilder::new()
@@ -85,21 +92,9 @@ pub(crate) fn app() -> Schema {
         .required("id")
         .property("name", ObjectBuilder::new().schema_type(Type::String))
         .required("name")
-        .property(
-            "created_at",
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-                .description(Some("Milliseconds since the Unix epoch.")),
-        )
+        .property("created_at", unix_millis())
         .required("created_at")
-        .property(
-            "updated_at",
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-                .description(Some("Milliseconds since the Unix epoch.")),
-        )
+        .property("updated_at", unix_millis())
         .required("updated_at");
     for (name, schema) in settings_properties() {
         builder = builder.property(name.clone(), schema).required(name);
