@@ -12,18 +12,9 @@ use signalbox_tests::within;
 const RS: char = '\u{1e}';
 
 async fn negotiate(edge: &str, token: &str) -> (String, String) {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{edge}/client/negotiate?hub=chat&negotiateVersion=1"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("negotiate")
-        .json()
-        .await
-        .expect("json");
-    let id = body["connectionId"].as_str().expect("connectionId").to_owned();
+    let (id, connection_token) = negotiate_hub(edge, "chat", token).await;
     assert!(!id.contains('_'), "a SignalR connection id names no node: {id}");
-    (id, body["connectionToken"].as_str().expect("connectionToken").to_owned())
+    (id, connection_token)
 }
 
 #[tokio::test]
