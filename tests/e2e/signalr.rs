@@ -174,7 +174,10 @@ async fn the_upstream_url_template_encodes_the_method_name() {
 #[tokio::test]
 async fn an_event_stream_that_is_never_read_is_ended() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let signalbox = signalbox_tests::Signalbox::start().await;
+    let signalbox = signalbox_tests::Signalbox::start_with(|config| {
+        config.edge.heartbeat_interval = std::time::Duration::from_secs(1);
+    })
+    .await;
     let app = signalbox.app().await;
     let addr = signalbox.server.addr();
     let token = app.token(Some("sid"), &[], &[]).await;
@@ -184,6 +187,7 @@ async fn an_event_stream_that_is_never_read_is_ended() {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("small window");
     let mut stream = socket.connect(addr).await.expect("connect");
+    let client_port = stream.local_addr().expect("local address").port();
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
     );
@@ -216,6 +220,12 @@ async fn an_event_stream_that_is_never_read_is_ended() {
     }
     signalbox_tests::eventually("the server to end the unread event stream", || async {
         (signalbox.server.connection_count() == 0).then_some(())
+    })
+    .await;
+    // And the socket itself, with what the kernel holds for it, is released (TCP_USER_TIMEOUT
+    // at the edge's idle timeout): no write of ours would ever notice a peer that takes nothing.
+    signalbox_tests::eventually("the server to release the socket", || async {
+        (signalbox_tests::server_sockets_to(addr.port(), &[client_port]) == 0).then_some(())
     })
     .await;
     drop(stream);

@@ -66,6 +66,11 @@ pub struct HttpLimits {
     /// How long a request may take until its response head (not the transports' `GET`s).
     /// Late: `503`.
     pub request_timeout: Duration,
+    /// How long the kernel may hold data a peer does not take before it drops the connection
+    /// (`TCP_USER_TIMEOUT`): a client that stops reading an event stream or a long poll, which
+    /// no write of ours ever notices, still frees its socket and kernel buffers. `None`: the
+    /// system's default (many minutes). The edge sets it to its idle timeout.
+    pub peer_stall_timeout: Option<Duration>,
 }
 
 impl Default for HttpLimits {
@@ -77,6 +82,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            peer_stall_timeout: None,
         }
     }
 }
@@ -119,6 +125,9 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Some(timeout) = limits.peer_stall_timeout {
+            let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(timeout));
+        }
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));

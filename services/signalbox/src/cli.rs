@@ -113,6 +113,8 @@ impl HttpTuning {
             header_timeout: Duration::from_secs(self.header_timeout_seconds),
             body_timeout: Duration::from_secs(self.body_timeout_seconds),
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            // Set by the roles that hold client connections, from their idle timeout.
+            peer_stall_timeout: None,
         }
     }
 }

@@ -177,8 +177,10 @@ pub struct EdgeRole {
 }
 
 impl EdgeRole {
-    pub async fn start(config: EdgeRoleConfig) -> anyhow::Result<Self> {
+    pub async fn start(mut config: EdgeRoleConfig) -> anyhow::Result<Self> {
         let name = format!("signalbox-edge-{}", config.edge.node);
+        // A peer that takes nothing for an idle timeout is gone, whatever the transport.
+        config.http.limits.peer_stall_timeout.get_or_insert(config.edge.idle_timeout());
         let mut nats_config = NatsConfig::new(&config.nats_url, name);
         nats_config.replicas = config.nats_replicas;
         let nats = NatsBus::connect(&nats_config).await?;

@@ -118,7 +118,9 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 impl Embedded {
     /// Opens the data dir and the database, starts the api and the edge, and serves.
-    pub async fn start(config: ServeConfig) -> anyhow::Result<Self> {
+    pub async fn start(mut config: ServeConfig) -> anyhow::Result<Self> {
+        // A peer that takes nothing for an idle timeout is gone, whatever the transport.
+        config.http.peer_stall_timeout.get_or_insert(config.edge.idle_timeout());
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
         #[cfg(unix)]
