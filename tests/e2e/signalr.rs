@@ -212,23 +212,35 @@ async fn an_event_stream_that_is_never_read_is_ended() {
     })
     .await;
 
-    // From now on the stream is never read.
+    // From now on the stream is never read. The socket itself, with what the kernel holds for
+    // it, must be released too (TCP_USER_TIMEOUT at the edge's idle timeout): no write of ours
+    // would ever notice a peer that takes nothing.
+    flood_until_dropped_and_released(&signalbox, &app, &id, client_port).await;
+    drop(stream);
+}
+
+/// Floods connection `id` of `app` (whose client reads nothing) over REST; waits until the
+/// server has dropped it and holds no socket to the client's `client_port`.
+async fn flood_until_dropped_and_released(
+    signalbox: &signalbox_tests::Signalbox,
+    app: &signalbox_tests::TestApp,
+    id: &str,
+    client_port: u16,
+) {
     let payload = "y".repeat(60_000);
     for i in 0..150 {
         let message = Message::new("tick", json!({"i": i, "pad": payload}));
-        app.backend.send_to_connection(&app.id, &id, &message).await.expect("publish");
+        app.backend.send_to_connection(&app.id, id, &message).await.expect("publish");
     }
-    signalbox_tests::eventually("the server to end the unread event stream", || async {
+    signalbox_tests::eventually("the server to drop the unread connection", || async {
         (signalbox.server.connection_count() == 0).then_some(())
     })
     .await;
-    // And the socket itself, with what the kernel holds for it, is released (TCP_USER_TIMEOUT
-    // at the edge's idle timeout): no write of ours would ever notice a peer that takes nothing.
-    signalbox_tests::eventually("the server to release the socket", || async {
-        (signalbox_tests::server_sockets_to(addr.port(), &[client_port]) == 0).then_some(())
+    let server_port = signalbox.server.addr().port();
+    signalbox_tests::eventually("the server's socket to be released", || async {
+        (signalbox_tests::server_sockets_to(server_port, &[client_port]) == 0).then_some(())
     })
     .await;
-    drop(stream);
 }
 
 /// The SignalR WebSocket transport keeps the same promise as the native one: a client that
@@ -269,19 +281,7 @@ async fn a_signalr_websocket_that_is_never_read_is_dropped() {
     assert_eq!(answer, format!("{{}}{RS}").as_bytes());
 
     // From now on nothing is read.
-    let payload = "y".repeat(60_000);
-    for i in 0..150 {
-        let message = Message::new("tick", json!({"i": i, "pad": payload}));
-        app.backend.send_to_connection(&app.id, &id, &message).await.expect("publish");
-    }
-    signalbox_tests::eventually("the server to drop the SignalR client", || async {
-        (signalbox.server.connection_count() == 0).then_some(())
-    })
-    .await;
-    signalbox_tests::eventually("the server's socket to be released", || async {
-        (signalbox_tests::server_sockets_to(addr.port(), &[port]) == 0).then_some(())
-    })
-    .await;
+    flood_until_dropped_and_released(&signalbox, &app, &id, port).await;
 }
 
 /// A tenant signs connection tokens with its own keys, so it can name any connection id in
