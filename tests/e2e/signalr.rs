@@ -319,19 +319,24 @@ async fn another_tenant_cannot_take_a_signalr_connection_over_by_its_id() {
         sign_connection_token(&claims, &KeyId::new(&attacker.key_id).expect("key id"), attacker.secret.as_bytes());
     let attacker_token = attacker.token(None, &[], &[]).await;
     let forged_url = format!("{base}/client/?hub=chat&id={}", urlencode(&forged));
+    // Ids are scoped to their app: the attacker opens a connection of its own app that happens
+    // to share the id, and nothing of the victim's.
     let long_poll = http.get(&forged_url).bearer_auth(&attacker_token).send().await.expect("poll");
-    assert_ne!(long_poll.status(), StatusCode::OK, "the id is taken: the attacker's long poll is refused");
+    assert_eq!(long_poll.status(), StatusCode::OK, "the attacker's own connection");
     let events = http.get(&forged_url).bearer_auth(&attacker_token).header("accept", "text/event-stream").send();
-    assert_ne!(events.await.expect("events").status(), StatusCode::OK, "so is its event stream");
+    assert_eq!(events.await.expect("events").status(), StatusCode::CONFLICT, "its id is in use in its own app");
 
-    // The victim's connection is still the victim's: its backend reaches it, and it polls.
+    // The victim's connection is still the victim's: its backend reaches it, the attacker's
+    // backend does not, and it polls.
     let waiting = tokio::spawn({
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
         async move { http.get(url).bearer_auth(token).send().await.expect("poll").text().await.expect("body") }
     });
+    let stolen = Message::new("stolen", json!(["not yours"]));
+    attacker.backend.send_to_connection(&attacker.id, &id, &stolen).await.expect("send");
     victim.backend.send_to_connection(&victim.id, &id, &Message::new("still", json!(["yours"]))).await.expect("send");
     let invocation = within("the victim's poll", waiting).await.expect("poll task");
-    assert!(invocation.contains("\"still\""), "{invocation}");
+    assert!(invocation.contains("\"still\"") && !invocation.contains("stolen"), "{invocation}");
 }
 
 /// A public connection id (presence and the REST API hand them out) is not a credential: an

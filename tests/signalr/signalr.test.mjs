@@ -501,7 +501,7 @@ describe("bad input", () => {
     const connection = hubConnection(HttpTransportType.LongPolling, () => other.signToken({ userId: "u" }));
     await connection.start();
     try {
-      await assert.rejects(connection.invoke("anything"), /no upstream handles hub method 'anything'/);
+      await assert.rejects(connection.invoke("anything"), /no upstream handles event 'anything'/);
     } finally {
       await connection.stop();
     }

@@ -57,8 +57,8 @@ fn info(edge: &EdgeState, conn: &Conn) -> ConnectionInfo {
         id: conn.id.to_string(),
         user: conn.user.as_ref().map(ToString::to_string),
         groups: conn.group_names().iter().map(ToString::to_string).collect(),
-        protocol: conn.format().protocol().to_owned(),
-        transport: conn.format().transport().to_owned(),
+        protocol: conn.format().info().name.to_owned(),
+        transport: conn.format().transport.name().to_owned(),
         node: edge.hub.config.node.to_string(),
         connected_at: conn.connected_at,
     }
@@ -107,8 +107,7 @@ async fn apply(
 
 /// A control operation on one connection of this node (from its node subject).
 pub(crate) async fn apply_to_connection(edge: Arc<EdgeState>, app: AppId, control: Control, reply: Option<ReplyTo>) {
-    let conn =
-        edge.hub.connection(&control.connection).filter(|c| c.scope.app == app && c.scope.hub.as_str() == control.hub);
+    let conn = edge.hub.connection(&app, &control.connection).filter(|c| c.scope.hub.as_str() == control.hub);
     let (status, info, error) = match (conn, control.op) {
         (Some(conn), Some(op)) => apply(&edge, &conn, op).await,
         (None, _) => (ControlStatus::NotFound, None, None),

@@ -94,7 +94,7 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
                     );
                 };
                 // A connection gone since the api routed the message: at-most-once, nothing to do.
-                if let Some(conn) = edge.hub.connection(id).filter(|c| c.scope.app == app) {
+                if let Some(conn) = edge.hub.connection(&app, id) {
                     edge.hub.deliver_to(&conn, &envelope);
                 }
             }
@@ -110,7 +110,7 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
         Route::Connection(app, id) => match decode(payload) {
             Some(Body::Message(envelope)) if envelope.app == app.as_str() => {
                 // Nothing before the handshake's answer.
-                if let Some(conn) = edge.hub.connection(id.as_str()).filter(|c| c.scope.app == app && c.is_open()) {
+                if let Some(conn) = edge.hub.connection(&app, id.as_str()).filter(|c| c.is_open()) {
                     edge.hub.deliver_to(&conn, &envelope);
                 }
             }
@@ -118,7 +118,7 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
                 tokio::spawn(control::apply_to_connection(Arc::clone(edge), app, op, reply));
             }
             Some(Body::Transport(request)) if request.app == app.as_str() && request.connection == id.as_str() => {
-                crate::signalr::answer_forwarded(edge, reply, request);
+                crate::protocol::signalr::answer_forwarded(edge, reply, request);
             }
             Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
             None => {}

@@ -3,13 +3,15 @@
 //!
 //! # Layout
 //! - [`Edge`] (this file): starting a node, its router, readiness and shutdown;
-//! - `hub`: the registry of connections and targets, interest, fan-out;
+//! - `hub`: the registry of connections and targets, interest, fan-out, presence bookkeeping;
 //! - `conn`, `outbox`: a connection's shared handle and its bounded outbound queue;
+//! - `protocol`: the seam — the `Protocol` trait, formats, commands and what is sent; the
+//!   adapters `protocol::native` and `protocol::signalr` (codec and HTTP entry each);
+//! - `admission`: the `connect` webhook, limits, first groups, a connection's start and end;
+//! - `session`: the commands of every protocol (join, leave, publish, ping, presence, events);
 //! - `ws`: the WebSocket transport — upgrade, RFC 6455 framing, the per-connection task;
-//! - `session`: the native protocol's requests (join, leave, publish, ping, presence, events);
-//! - `presence`: presence answers and events, heartbeats; `events`: connection events for
-//!   webhooks;
-//! - `signalr`: the SignalR adapter — negotiate, its three transports, the hub protocol;
+//! - `addresses`: connections reached through their own subject;
+//! - `presence`: presence flushes and heartbeats; `events`: connection events for webhooks;
 //! - `auth`, `directory`: client tokens, and the keys and settings cached from the api;
 //! - `dispatch`, `control`: what arrives from the routing plane;
 //! - `sweeper`: heartbeats, idle timeouts and lingering subscriptions, for all connections;
@@ -18,6 +20,8 @@
 //! The edge holds no database connection and never imports the api: it learns keys and
 //! settings through the [`Bus`](signalbox_bus::Bus), like everything else.
 
+mod addresses;
+mod admission;
 mod auth;
 mod config;
 mod conn;
@@ -30,9 +34,9 @@ mod hub;
 mod outbox;
 mod presence;
 mod problem;
+mod protocol;
 mod recoveries;
 mod session;
-mod signalr;
 mod sweeper;
 mod ws;
 
@@ -41,8 +45,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::routing::any;
 use signalbox_bus::{Bus, BusError, EventQueue, Journal};
 use signalbox_core::CloseCode;
 use tokio::task::JoinSet;
@@ -59,7 +61,8 @@ pub(crate) struct EdgeState {
     pub(crate) directory: Directory,
     pub(crate) drops: dispatch::DropCounters,
     pub(crate) events: events::ConnectionEvents,
-    pub(crate) signalr: signalr::Registry,
+    pub(crate) addresses: addresses::Addresses,
+    pub(crate) signalr: protocol::signalr::Registry,
     draining: AtomicBool,
     /// The node has told the cluster it exists (its first heartbeat went out): until then it
     /// is not ready, so no client lands on a node presence queries do not know of.
@@ -78,20 +81,6 @@ pub struct Edge {
     state: Arc<EdgeState>,
     /// The dispatchers and the sweeper: aborted when the edge is dropped.
     tasks: JoinSet<()>,
-}
-
-/// `/client`: the native protocol's WebSocket, or a SignalR transport request when the query
-/// names a hub — so a SignalR client never gets a native welcome it cannot read.
-async fn client(State(edge): State<Arc<EdgeState>>, request: axum::extract::Request) -> axum::response::Response {
-    use axum::handler::Handler as _;
-    use axum::response::IntoResponse as _;
-    if signalr::names_a_hub(request.uri().query()) {
-        return signalr::transport(edge, request).await;
-    }
-    if request.method() != ::http::Method::GET {
-        return ::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
-    }
-    ws::upgrade.call(request, edge).await
 }
 
 impl Edge {
@@ -115,7 +104,8 @@ impl Edge {
             directory,
             drops: dispatch::DropCounters::default(),
             events,
-            signalr: signalr::Registry::default(),
+            addresses: addresses::Addresses::default(),
+            signalr: protocol::signalr::Registry::default(),
             draining: AtomicBool::new(false),
             announced: AtomicBool::new(false),
         });
@@ -143,7 +133,7 @@ impl Edge {
     /// The routes of the edge: `GET /client` (native), and the SignalR adapter's
     /// `/client/negotiate` and `/client/` (also `/client?hub=…`, without the slash).
     pub fn router(&self) -> Router {
-        Router::new().route("/client", any(client)).merge(signalr::routes()).with_state(Arc::clone(&self.state))
+        protocol::routes().with_state(Arc::clone(&self.state))
     }
 
     /// Ready to take connections: the routing plane is up, the cluster knows this node, and
@@ -167,15 +157,15 @@ impl Edge {
         self.state.hub.for_each_connection(|conn| connections.push(Arc::clone(conn)));
         let total = connections.len();
         tracing::info!(connections = total, seconds = period.as_secs_f64(), "draining");
-        let frame = signalbox_proto::native::encode_reconnect("this node is draining; reconnect");
+        let reason = "this node is draining; reconnect";
         // In ticks of at least 10 ms, so a short period does not become thousands of timers.
         let ticks = (period.as_millis() / 10).clamp(1, total.max(1) as u128) as usize;
         let per_tick = total.div_ceil(ticks.max(1)).max(1);
         let tick = period / u32::try_from(ticks).unwrap_or(u32::MAX).max(1);
         for batch in connections.chunks(per_tick) {
             for conn in batch {
-                if !conn.format().is_signalr() {
-                    conn.send(&frame);
+                if let Some(frame) = conn.format().encode(&protocol::Outbound::Reconnect(reason)) {
+                    conn.outbox.push(frame);
                 }
                 conn.close(CloseRequest::default_for(CloseCode::Reconnect));
             }

@@ -14,9 +14,8 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use signalbox_core::CloseCode;
-use signalbox_proto::signalr::HubProtocol;
 
-use crate::conn::WireFormat;
+use crate::protocol::Format;
 
 /// Why and how a connection is being closed by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,16 +76,10 @@ struct State {
 
 /// The bytes a connection may queue: the operator's `outbox_max_bytes`, but at least two of
 /// the largest messages its app accepts, framed in any format the connection may come to
-/// use (a SignalR handshake may still pick MessagePack). Two: a replay from history waits for
+/// use (its opening may still choose another encoding). Two: a replay from history waits for
 /// half the queue, and one must still fit there.
-pub(crate) fn capacity_for(configured: usize, max_payload: usize, format: WireFormat) -> usize {
-    let largest = [Some(format), format.with_hub_protocol(HubProtocol::MessagePack)]
-        .into_iter()
-        .flatten()
-        .map(|format| format.max_message_frame(max_payload))
-        .max()
-        .unwrap_or(0);
-    configured.max(2 * largest)
+pub(crate) fn capacity_for(configured: usize, max_payload: usize, format: Format) -> usize {
+    configured.max(2 * format.max_reachable_frame(max_payload))
 }
 
 impl Outbox {

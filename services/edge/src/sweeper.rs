@@ -10,11 +10,10 @@ use signalbox_core::CloseCode;
 use signalbox_proto::wire::NODE_LOST_AFTER;
 
 use crate::EdgeState;
-use crate::outbox::CloseRequest;
+use crate::conn::Conn;
+use crate::outbox::{CloseRequest, Pushed};
+use crate::protocol::{Outbound, Transport};
 use crate::ws::codec;
-
-/// The longest a SignalR connection goes without a Ping.
-const SIGNALR_PING_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(edge: Arc<EdgeState>) {
     let heartbeat = edge.hub.config.heartbeat_interval;
@@ -22,10 +21,6 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
     let tick = (heartbeat / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let buckets = u64::try_from((heartbeat.as_millis() / tick.as_millis()).max(1)).unwrap_or(1);
     let idle_secs = u32::try_from(edge.hub.config.idle_timeout().as_secs().max(1)).unwrap_or(u32::MAX);
-    // SignalR clients give up after 30 s without a message and expect one at least every 15 s:
-    // they get a Ping every half interval, and at least every 10 s, in ticks.
-    let signalr_period = (heartbeat / 2).min(SIGNALR_PING_AT_LEAST_EVERY);
-    let signalr_step = u64::try_from((signalr_period.as_millis() / tick.as_millis()).max(1)).unwrap_or(1);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
@@ -57,15 +52,7 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
                     conn.outbox.close_now(CloseRequest::default_for(CloseCode::HeartbeatTimeout));
                     timed_out += 1;
                 }
-            } else if conn.format().is_signalr() {
-                // None before the handshake's answer, which must come first.
-                let due = conn.key.wrapping_add(round).is_multiple_of(signalr_step);
-                if due && conn.is_open() {
-                    conn.send(&conn.format().hub_protocol().encode_ping());
-                    pinged += 1;
-                }
-            } else if conn.key % buckets == bucket {
-                conn.outbox.push(codec::PING.clone());
+            } else if keep_alive(conn, heartbeat, tick, round, bucket == conn.key % buckets) {
                 pinged += 1;
             }
         });
@@ -75,7 +62,7 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
         }
         metrics::counter!("signalbox_heartbeat_pings_total").increment(pinged);
         edge.hub.retire_idle_targets();
-        crate::signalr::purge_ended(&edge);
+        edge.addresses.purge_ended(&edge.hub);
     }
 }
 
@@ -88,4 +75,26 @@ fn close_after_long_outage(edge: &EdgeState) {
         closed += 1;
     });
     tracing::warn!(closed, "back after a long routing-plane outage: closing every connection (4200)");
+}
+
+/// Sends a connection its keep-alive when one is due: the protocol's own, every half
+/// heartbeat and at least as often as the protocol needs, once its opening is answered; else
+/// the transport's (a WebSocket ping) once per heartbeat, in the connection's bucket.
+fn keep_alive(conn: &Conn, heartbeat: Duration, tick: Duration, round: u64, in_bucket: bool) -> bool {
+    let format = conn.format();
+    match format.info().keepalive {
+        Some(at_least_every) => {
+            let period = (heartbeat / 2).min(at_least_every);
+            let step = u64::try_from((period.as_millis() / tick.as_millis()).max(1)).unwrap_or(1);
+            if !conn.key.wrapping_add(round).is_multiple_of(step) || !conn.is_open() {
+                return false;
+            }
+            format.encode(&Outbound::KeepAlive).is_some_and(|frame| conn.outbox.push(frame) == Pushed::Queued)
+        }
+        None if in_bucket && format.transport == Transport::WebSocket => {
+            conn.outbox.push(codec::PING.clone());
+            true
+        }
+        None => false,
+    }
 }

@@ -23,7 +23,8 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a server and waits until it reports JetStream healthy.
+    /// Starts a server and waits until it reports JetStream healthy. A port found free can be
+    /// taken by another test before the server binds it: then it tries again on other ports.
     pub fn start() -> Self {
         let mut server = Self {
             binary: binary(),
@@ -32,6 +33,15 @@ impl NatsServer {
             store: TempDir::new().expect("temp dir for JetStream"),
             child: None,
         };
+        for _ in 0..4 {
+            match server.try_start() {
+                Ok(()) => return server,
+                Err(err) => {
+                    eprintln!("{err}; trying other ports");
+                    (server.port, server.monitor_port) = (crate::free_port(), crate::free_port());
+                }
+            }
+        }
         server.start_again();
         server
     }
@@ -55,6 +65,12 @@ impl NatsServer {
 
     /// Starts the server again on the same ports and store (after [`stop`](Self::stop)).
     pub fn start_again(&mut self) {
+        if let Err(err) = self.try_start() {
+            panic!("{err}");
+        }
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "server already running");
         let child = Command::new(&self.binary)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()])
@@ -72,10 +88,12 @@ impl NatsServer {
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("nats-server exited at start: {status}");
+                self.child = None;
+                return Err(format!("nats-server exited at start on port {}: {status}", self.port));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     fn healthy(&self) -> bool {

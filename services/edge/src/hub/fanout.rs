@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use signalbox_core::{CloseCode, clock};
-use signalbox_proto::native;
 use signalbox_proto::wire::{DataKind, Envelope};
 
 use super::{Hub, Target};
-use crate::conn::{Conn, ConnKey, WireFormat};
+use crate::conn::{Conn, ConnKey};
 use crate::outbox::{CloseRequest, Pushed};
+use crate::protocol::{Format, MessageOut, Outbound};
 use crate::recoveries::Intercepted;
 
 /// One message on its way out, with its frames encoded lazily, once per format.
@@ -23,7 +23,8 @@ pub(crate) struct Outgoing<'a> {
     envelope: &'a Envelope,
     /// The group named in the message frame, for group deliveries.
     group: Option<&'a str>,
-    frames: [Option<Bytes>; WireFormat::COUNT],
+    /// `None` inside: the format has no frame for it (it is not sent).
+    frames: [Option<Option<Bytes>>; Format::COUNT],
 }
 
 impl<'a> Outgoing<'a> {
@@ -33,27 +34,25 @@ impl<'a> Outgoing<'a> {
     }
 
     /// The framed bytes of this message in `format`, encoded on first use.
-    pub(crate) fn frame(&mut self, format: WireFormat) -> &Bytes {
-        let envelope = self.envelope;
-        let group = self.group;
-        self.frames[format.index()].get_or_insert_with(|| {
-            let kind = DataKind::try_from(envelope.data_kind).unwrap_or(DataKind::Json);
-            let payload = match format {
-                WireFormat::NativeJsonWebSocket => {
-                    native::encode_message(&envelope.event, kind, &envelope.data, group, envelope.position)
-                }
-                // A SignalR message is an invocation of the client's handler for the event,
-                // with the data as its arguments.
-                signalr => signalr.hub_protocol().encode_invocation(&envelope.event, &envelope.data),
-            };
-            format.frame(&payload)
-        })
+    pub(crate) fn frame(&mut self, format: Format) -> Option<&Bytes> {
+        let (envelope, group) = (self.envelope, self.group);
+        self.frames[format.index()]
+            .get_or_insert_with(|| {
+                format.encode(&Outbound::Message(MessageOut {
+                    event: &envelope.event,
+                    kind: DataKind::try_from(envelope.data_kind).unwrap_or(DataKind::Json),
+                    data: &envelope.data,
+                    group,
+                    seq: envelope.position,
+                }))
+            })
+            .as_ref()
     }
 
     /// Queues the message for one connection (or lets the connection's recovery of the group
     /// hold or drop it); returns whether it was queued.
     pub(crate) fn send_to(&mut self, conn: &Conn) -> bool {
-        let frame = self.frame(conn.format()).clone();
+        let Some(frame) = self.frame(conn.format()).cloned() else { return false };
         let pushed = match (self.group, self.envelope.position) {
             (Some(group), Some(position)) => {
                 match conn.recovery.intercept(group, position, &frame, conn.outbox.max_bytes()) {
@@ -84,12 +83,16 @@ impl Hub {
     /// The local connections an envelope excludes (ids of other nodes are skipped without
     /// a lookup).
     fn excluded(&self, envelope: &Envelope) -> Vec<ConnKey> {
+        if envelope.exclude.is_empty() {
+            return Vec::new();
+        }
+        let Ok(app) = signalbox_core::AppId::new(&envelope.app) else { return Vec::new() };
         let node = self.config.node.as_str();
         envelope
             .exclude
             .iter()
             .filter(|id| id.strip_prefix(node).is_some_and(|rest| rest.starts_with('_')))
-            .filter_map(|id| self.connection(id).map(|c| c.key))
+            .filter_map(|id| self.connection(&app, id).map(|c| c.key))
             .collect()
     }
 
@@ -171,18 +174,10 @@ mod tests {
 
     /// Every format's frame of a message at the size limit, with the longest names and the
     /// largest `seq`, fits in what [`WireFormat::max_message_frame`] promises — so the queue
-    /// sized from it takes any message the app accepts.
+    /// sized from it takes any message the app accepts, whatever the format.
     #[test]
     fn frames_of_a_message_at_the_limit_fit_the_computed_bound() {
         const MAX: usize = 64 * 1024;
-        let formats = [
-            WireFormat::NativeJsonWebSocket,
-            WireFormat::SignalRWebSocket,
-            WireFormat::SignalRMsgPackWebSocket,
-            WireFormat::SignalRServerSentEvents,
-            WireFormat::SignalRLongPolling,
-            WireFormat::SignalRMsgPackLongPolling,
-        ];
         // Names of 128 characters that JSON has to escape, or that take 4 bytes each.
         let names = ["\"".repeat(128), "\u{1F600}".repeat(128)];
         // A string, the densest float array (3 characters become a 9-byte MessagePack
@@ -205,8 +200,8 @@ mod tests {
                     ..Envelope::default()
                 };
                 let mut outgoing = Outgoing::new(&envelope, Some(name));
-                for format in formats {
-                    let frame = outgoing.frame(format).len();
+                for format in Format::all() {
+                    let frame = outgoing.frame(format).expect("every protocol carries messages").len();
                     let bound = format.max_message_frame(MAX);
                     assert!(frame <= bound, "{format:?} {kind:?}: a {frame}-byte frame over the {bound}-byte bound");
                     let capacity = crate::outbox::capacity_for(0, MAX, format);

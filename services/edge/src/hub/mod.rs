@@ -14,6 +14,8 @@
 mod fanout;
 pub(crate) use fanout::Outgoing;
 mod history;
+mod presence;
+pub(crate) use presence::{Notice, PresenceFlush};
 mod recovery;
 pub(crate) mod target;
 
@@ -46,8 +48,9 @@ pub(crate) enum Refusal {
     AppFull,
     /// This node has `max_connections` in total.
     NodeFull,
-    /// A connection with this id is registered here already (of any app): a SignalR id can be
-    /// named by whoever signs a connection token, so registering must never replace one.
+    /// A connection of the app with this id is registered here already: an id handed out
+    /// before the connection exists (by a negotiate) can be named by whoever holds its connection
+    /// token, so registering must never replace one.
     IdInUse,
 }
 
@@ -83,7 +86,8 @@ pub(crate) struct Hub {
     /// messages stay in order.
     interests: Vec<Arc<dyn Interest>>,
     targets: Sharded<Subject, Arc<Target>>,
-    connections: Sharded<ConnectionId, Arc<Conn>>,
+    /// By app and id: a client of one app can never name a connection of another.
+    connections: Sharded<(AppId, ConnectionId), Arc<Conn>>,
     /// Connections per app on this node, for the app's `max_connections`.
     per_app: Mutex<HashMap<AppId, u32, FxBuildHasher>>,
     total: AtomicUsize,
@@ -94,7 +98,7 @@ pub(crate) struct Hub {
     /// Group targets with presence changes to publish and deliver.
     pub(crate) presence_queue: Mutex<Vec<Arc<Target>>>,
     /// The other edges, by their heartbeats.
-    pub(crate) peers: crate::presence::Peers,
+    pub(crate) peers: presence::Peers,
 }
 
 fn shard_of<T: Hash + ?Sized>(value: &T) -> usize {
@@ -123,7 +127,7 @@ impl Hub {
             started: Instant::now(),
             started_at_millis: u64::try_from(signalbox_core::clock::unix_millis()).unwrap_or_default(),
             presence_queue: Mutex::default(),
-            peers: crate::presence::Peers::default(),
+            peers: presence::Peers::default(),
         };
         (Arc::new(hub), inboxes)
     }
@@ -155,8 +159,9 @@ impl Hub {
     pub(crate) fn register(&self, conn: &Arc<Conn>) -> Result<(), Refusal> {
         // The shard stays locked from the check to the insert, so two opens of one id cannot
         // both pass.
-        let mut shard = self.connections[shard_of(&conn.id)].write();
-        if shard.contains_key(&conn.id) {
+        let key = (conn.scope.app.clone(), conn.id.clone());
+        let mut shard = self.connections[shard_of(&key)].write();
+        if shard.contains_key(&key) {
             return Err(Refusal::IdInUse);
         }
         {
@@ -172,7 +177,7 @@ impl Hub {
             *count += 1;
             self.app_gauge(&conn.scope.app, *count);
         }
-        shard.insert(conn.id.clone(), Arc::clone(conn));
+        shard.insert(key, Arc::clone(conn));
         metrics::gauge!("signalbox_connections").increment(1.0);
         Ok(())
     }
@@ -184,8 +189,10 @@ impl Hub {
         }
     }
 
-    pub(crate) fn connection(&self, id: &str) -> Option<Arc<Conn>> {
-        self.connections[shard_of(id)].read().get(id).cloned()
+    /// The app's connection of this id, if it is on this node.
+    pub(crate) fn connection(&self, app: &AppId, id: &str) -> Option<Arc<Conn>> {
+        let key = (app.clone(), ConnectionId::new(id).ok()?);
+        self.connections[shard_of(&key)].read().get(&key).cloned()
     }
 
     /// Calls `f` on every connection, one shard at a time under its read lock (`f` must be
@@ -276,7 +283,13 @@ impl Hub {
             self.remove_member(conn, &subjects.user(&conn.scope, user));
         }
         self.remove_member(conn, &subjects.all(&conn.scope));
-        if self.connections[shard_of(&conn.id)].write().remove(&conn.id).is_some() {
+        let key = (conn.scope.app.clone(), conn.id.clone());
+        let removed = {
+            let mut shard = self.connections[shard_of(&key)].write();
+            // Only this very connection: never another one that took the id since.
+            shard.get(&key).is_some_and(|c| c.key == conn.key) && shard.remove(&key).is_some()
+        };
+        if removed {
             self.total.fetch_sub(1, Ordering::Relaxed);
             let mut per_app = self.per_app.lock();
             if let Some(count) = per_app.get_mut(&conn.scope.app) {

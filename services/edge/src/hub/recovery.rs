@@ -67,8 +67,8 @@ impl Hub {
                 }
                 if let Ok(Body::Message(mut envelope)) = wire::decode(stored.payload) {
                     envelope.position = Some(stored.position.seq);
-                    let frame = Outgoing::new(&envelope, Some(group.as_str())).frame(conn.format()).clone();
-                    if conn.outbox.push(frame) != Pushed::Queued {
+                    let frame = Outgoing::new(&envelope, Some(group.as_str())).frame(conn.format()).cloned();
+                    if frame.is_some_and(|frame| conn.outbox.push(frame) != Pushed::Queued) {
                         conn.finish_recovery(group, last);
                         return failed(RecoveryFailure::Closed);
                     }

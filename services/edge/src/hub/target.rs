@@ -54,7 +54,7 @@ pub(crate) struct Target {
     pub(crate) history: parking_lot::Mutex<HistoryCursor>,
     /// For groups of apps with presence events: the changes to tell (boxed: most targets
     /// never need it).
-    pub(crate) presence: parking_lot::Mutex<Option<Box<crate::presence::PresenceState>>>,
+    pub(crate) presence: parking_lot::Mutex<Option<Box<super::presence::PresenceState>>>,
 }
 
 /// The order of a group's stored messages as delivered to its members here.

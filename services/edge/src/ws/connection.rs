@@ -26,8 +26,8 @@ use super::codec::{self, FrameError, Inbound, Reader};
 use crate::EdgeState;
 use crate::conn::Conn;
 use crate::outbox::{CloseRequest, Taken};
+use crate::protocol::Outbound;
 use crate::session::Session;
-use crate::signalr::SignalRSession;
 
 /// The stream under a connection: a TCP socket (or, where hyper keeps it, an upgraded stream).
 pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
@@ -50,21 +50,6 @@ impl Socket for TokioIo<hyper::upgrade::Upgraded> {
     fn reset_on_drop(&self) {}
 }
 
-/// What reads the client's messages: the protocol's session.
-pub(crate) enum Handler {
-    Native(Session),
-    SignalR(SignalRSession),
-}
-
-impl Handler {
-    fn on_text(&mut self, text: &[u8]) -> Option<BoxFuture<'static, ()>> {
-        match self {
-            Self::Native(session) => session.on_text(text),
-            Self::SignalR(session) => session.on_data(text),
-        }
-    }
-}
-
 /// Bytes read per system call, on the stack.
 const READ_CHUNK: usize = 8 * 1024;
 /// Frames written per system call at most.
@@ -73,8 +58,6 @@ const MAX_IOVECS: usize = 64;
 const KEPT_QUEUE_SLOTS: usize = 8;
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Extra bytes a frame may carry beyond the app's message limit (the JSON around `data`).
-const FRAME_OVERHEAD: usize = 4 * 1024;
 
 /// How a connection ended, for logs and metrics.
 #[derive(Debug)]
@@ -101,7 +84,9 @@ pub(crate) struct Connection<S> {
     io: S,
     conn: Arc<Conn>,
     edge: Arc<EdgeState>,
-    handler: Handler,
+    session: Session,
+    /// The protocol may come to read binary frames (else they close the connection, 1003).
+    reads_binary: bool,
     reader: Reader,
     max_frame: usize,
     /// Frames parsed but not handled yet, and the next one to handle.
@@ -126,13 +111,16 @@ pub(crate) struct Connection<S> {
 
 impl<S: Socket> Connection<S> {
     /// `prefix` holds bytes the client sent right after the handshake.
-    pub(crate) fn new(io: S, prefix: &[u8], conn: Arc<Conn>, edge: Arc<EdgeState>, handler: Handler) -> Self {
-        let max_frame = conn.settings.limits.max_message_bytes as usize + FRAME_OVERHEAD;
+    pub(crate) fn new(io: S, prefix: &[u8], session: Session, edge: Arc<EdgeState>) -> Self {
+        let conn = Arc::clone(session.conn());
+        let max_frame = conn.settings.limits.max_message_bytes as usize + crate::session::MESSAGE_OVERHEAD;
+        let reads_binary = conn.format().info().reads_binary();
         let mut connection = Self {
             io,
             conn,
             edge,
-            handler,
+            session,
+            reads_binary,
             reader: Reader::default(),
             max_frame,
             inbound: Vec::new(),
@@ -170,10 +158,7 @@ impl<S: Socket> Connection<S> {
             self.io.reset_on_drop();
         }
         let (code, reason) = self.ending(&exit);
-        // Before leaving the hub, so the event still names the connection's groups.
-        self.edge.events.disconnected(&self.conn, code, &reason);
-        crate::signalr::forget(&self.edge, &self.conn);
-        self.edge.hub.detach(&self.conn);
+        crate::admission::finish(&self.edge, &self.conn, code, &reason);
         match &exit {
             Exit::Closed { code, reason } => {
                 metrics::counter!("signalbox_disconnects_total", "code" => code.code().to_string()).increment(1);
@@ -284,10 +269,8 @@ impl<S: Socket> Connection<S> {
 
     fn handle(&mut self, frame: Inbound) {
         match frame {
-            Inbound::Text(text) => self.request = self.handler.on_text(&text),
-            Inbound::Binary(data) if matches!(self.handler, Handler::SignalR(_)) => {
-                self.request = self.handler.on_text(&data);
-            }
+            Inbound::Text(text) => self.request = self.session.on_data(&text),
+            Inbound::Binary(data) if self.reads_binary => self.request = self.session.on_data(&data),
             Inbound::Binary(_) => {
                 self.conn.outbox.close_now(CloseRequest::default_for(CloseCode::UnsupportedData));
                 self.peer_closed = true;
@@ -356,11 +339,10 @@ impl<S: Socket> Connection<S> {
         }
     }
 
-    /// Queues the close frame, after the protocol's own goodbye (SignalR's Close message).
+    /// Queues the close frame, after the protocol's own goodbye if it has one.
     fn push_close(&mut self, request: &CloseRequest) {
-        let format = self.conn.format();
-        if format.is_signalr() {
-            self.pending.push_back(format.frame(&crate::signalr::close_record(format, request)));
+        if let Some(goodbye) = self.conn.format().encode(&Outbound::Close(request)) {
+            self.pending.push_back(goodbye);
         }
         self.pending.push_back(codec::close_frame(request.code.code(), &request.reason));
     }

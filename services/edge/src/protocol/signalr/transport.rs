@@ -34,14 +34,17 @@ use signalbox_core::signalr::verify_connection_token;
 use signalbox_core::{CloseCode, ConnectionId, Scope, token};
 use signalbox_proto::wire::{self, Body, TransportKind, TransportReply, TransportRequest};
 
+use super::authenticate;
 use super::negotiate::{access_token, auth_failure, hub_of};
-use super::{SignalRSession, authenticate, close_record, forget, start};
 use crate::EdgeState;
+use crate::admission::{self, Admission, Admitted, Handshake};
 use crate::auth::Authorized;
-use crate::conn::{Conn, WireFormat};
+use crate::conn::Conn;
 use crate::outbox::{CloseRequest, Taken};
 use crate::problem::problem;
-use crate::ws::{self, Admission, Handshake, Started};
+use crate::protocol::{Encoding, Format, Outbound, Transport};
+use crate::session::Session;
+use crate::ws;
 
 /// How long a long poll waits for something to send.
 pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -97,7 +100,7 @@ pub(crate) struct HttpConnection {
     /// The user of the token that opened it (the `connect` webhook may have changed the
     /// connection's user): every later request must carry a token of this user.
     token_user: Option<String>,
-    session: tokio::sync::Mutex<SignalRSession>,
+    session: tokio::sync::Mutex<Session>,
     /// Bumped by every poll: a waiting poll that sees a newer one ends with `204`.
     polls: tokio::sync::watch::Sender<u64>,
     /// Polls in progress, and when the last one started or ended (hub seconds).
@@ -109,8 +112,8 @@ pub(crate) struct HttpConnection {
 }
 
 impl HttpConnection {
-    fn new(edge: &EdgeState, session: SignalRSession, token_user: Option<String>) -> Arc<Self> {
-        let conn = session.conn();
+    fn new(edge: &EdgeState, session: Session, token_user: Option<String>) -> Arc<Self> {
+        let conn = Arc::clone(session.conn());
         Arc::new(Self {
             conn,
             token_user,
@@ -137,9 +140,8 @@ fn finish(edge: &EdgeState, http: &HttpConnection, code: CloseCode, reason: &str
     }
     http.conn.close(CloseRequest::new(code, reason.to_owned()));
     http.polls.send_modify(|n| *n += 1);
-    edge.events.disconnected(&http.conn, code.code(), reason);
-    forget(edge, &http.conn);
-    edge.hub.detach(&http.conn);
+    edge.signalr.forget(&http.conn);
+    admission::finish(edge, &http.conn, code.code(), reason);
     metrics::counter!("signalbox_disconnects_total", "code" => code.code().to_string()).increment(1);
     tracing::debug!(connection = %http.conn.id, code = code.code(), reason, "SignalR connection closed");
 }
@@ -196,7 +198,8 @@ async fn address(
 }
 
 fn local(edge: &EdgeState, addressed: &Addressed) -> Option<Arc<HttpConnection>> {
-    edge.signalr.http.lock().get(&addressed.id).filter(|h| h.conn.scope == addressed.scope).cloned()
+    let key = (addressed.scope.app.clone(), addressed.id.clone());
+    edge.signalr.http.lock().get(&key).filter(|h| h.conn.scope == addressed.scope).cloned()
 }
 
 fn reply(status: StatusCode, body: Bytes) -> Response {
@@ -210,15 +213,18 @@ fn same_user(http: &HttpConnection, user: Option<&str>) -> bool {
     http.token_user.as_deref() == user
 }
 
-/// Admits a connection on `format` (limits, `connect` webhook, groups).
+/// Admits a connection on `transport` (limits, `connect` webhook, groups): it speaks JSON
+/// until its handshake chooses.
 async fn open(
     edge: &Arc<EdgeState>,
     addressed: Addressed,
-    format: WireFormat,
+    transport: Transport,
     handshake: &Handshake,
-) -> Result<crate::ws::Admitted, CloseRequest> {
+) -> Result<Admitted, CloseRequest> {
     let Addressed { authorized, scope, id, .. } = addressed;
-    ws::admit(edge, authorized, Admission { scope, id, format, wanted: Vec::new(), handshake }).await
+    let format = Format::new(Encoding::SIGNALR_JSON, transport);
+    let admission = Admission { scope, id, format, wanted: Vec::new(), handshake, own_subject: true };
+    admission::admit(edge, authorized, admission).await
 }
 
 /// A refused connection over HTTP: the reason, with the status a SignalR client reads.
@@ -249,8 +255,8 @@ pub(crate) async fn get(
         Err(response) => return *response,
     };
     if headers.contains_key(header::UPGRADE) {
-        let accept = match ws::check_handshake(&method, &headers) {
-            Ok(accept) => accept,
+        let accept = match ws::check_handshake(&method, &headers, None) {
+            Ok((accept, _)) => accept,
             Err(refusal) => return refusal.into_response(),
         };
         let Some(on_upgrade) = on_upgrade else {
@@ -259,14 +265,14 @@ pub(crate) async fn get(
         if edge.draining() {
             return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
         }
-        if edge.hub.connection(addressed.id.as_str()).is_some() {
+        if edge.hub.connection(&addressed.scope.app, addressed.id.as_str()).is_some() {
             return problem(StatusCode::CONFLICT, "connection-in-use", "this connection already has a transport");
         }
-        if !addressed.may_open || edge.signalr.has_ended(addressed.id.as_str()) {
+        if !addressed.may_open || edge.addresses.has_ended(&addressed.scope.app, &addressed.id) {
             return no_connection();
         }
-        let admitted = open(&edge, addressed, WireFormat::SignalRWebSocket, &handshake).await;
-        return ws::accept_upgrade(edge, on_upgrade, accept, false, admitted.map(Started::SignalR));
+        let admitted = open(&edge, addressed, Transport::WebSocket, &handshake).await;
+        return ws::accept_upgrade(edge, on_upgrade, accept, None, admitted);
     }
     let wants_events = headers
         .get(header::ACCEPT)
@@ -305,25 +311,26 @@ async fn open_long_polling(
     handshake: &Handshake,
 ) -> Result<Arc<HttpConnection>, Box<Response>> {
     // An old connection token cannot bring back a connection that ended.
-    if !addressed.may_open || edge.signalr.has_ended(addressed.id.as_str()) {
+    if !addressed.may_open || edge.addresses.has_ended(&addressed.scope.app, &addressed.id) {
         return Err(Box::new(no_connection()));
     }
     if edge.draining() {
         return Err(Box::new(problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect")));
     }
     let token_user = addressed.authorized.claims.sub.as_ref().map(ToString::to_string);
-    let admitted = match open(edge, addressed, WireFormat::SignalRLongPolling, handshake).await {
+    let admitted = match open(edge, addressed, Transport::LongPolling, handshake).await {
         Ok(admitted) => admitted,
         Err(request) => return Err(Box::new(refusal(&request))),
     };
-    let http = register(edge, start(edge, admitted).await, token_user);
+    let http = register(edge, admission::start(edge, admitted).await, token_user);
     tokio::spawn(reap(Arc::clone(edge), Arc::clone(&http)));
     Ok(http)
 }
 
-fn register(edge: &EdgeState, session: SignalRSession, token_user: Option<String>) -> Arc<HttpConnection> {
+fn register(edge: &EdgeState, session: Session, token_user: Option<String>) -> Arc<HttpConnection> {
     let http = HttpConnection::new(edge, session, token_user);
-    edge.signalr.http.lock().insert(http.conn.id.clone(), Arc::clone(&http));
+    let key = (http.conn.scope.app.clone(), http.conn.id.clone());
+    edge.signalr.http.lock().insert(key, Arc::clone(&http));
     http
 }
 
@@ -349,7 +356,7 @@ async fn reap(edge: Arc<EdgeState>, http: Arc<HttpConnection>) {
 
 /// One long poll on the connection this node holds.
 async fn poll(edge: &EdgeState, http: &HttpConnection) -> (StatusCode, Bytes) {
-    if !http.conn.format().is_long_polling() {
+    if http.conn.format().transport != Transport::LongPolling {
         return (StatusCode::BAD_REQUEST, Bytes::from_static(b"Cannot change transports mid-connection"));
     }
     let mut generation = 0;
@@ -379,8 +386,8 @@ async fn poll(edge: &EdgeState, http: &HttpConnection) -> (StatusCode, Bytes) {
                 }
                 Taken::Close(request) => {
                     if !http.close_sent.swap(true, Ordering::AcqRel) {
-                        let format = http.conn.format();
-                        break (StatusCode::OK, format.frame(&close_record(format, &request)));
+                        let goodbye = http.conn.format().encode(&Outbound::Close(&request)).unwrap_or_default();
+                        break (StatusCode::OK, goodbye);
                     }
                     finish(edge, http, request.code, &request.reason);
                     break (StatusCode::NO_CONTENT, Bytes::new());
@@ -433,7 +440,7 @@ pub(crate) async fn send(
         let (status, body) = deliver_send(&edge, &http, user, &body).await;
         return reply(status, body);
     }
-    if edge.hub.connection(addressed.id.as_str()).is_some() {
+    if edge.hub.connection(&addressed.scope.app, addressed.id.as_str()).is_some() {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             Bytes::from_static(b"POST requests are not allowed for WebSocket connections."),
@@ -498,7 +505,7 @@ pub(crate) async fn delete(
         let (status, body) = deliver_delete(&edge, &http, user);
         return reply(status, body);
     }
-    if edge.hub.connection(addressed.id.as_str()).is_some() {
+    if edge.hub.connection(&addressed.scope.app, addressed.id.as_str()).is_some() {
         return reply(
             StatusCode::BAD_REQUEST,
             Bytes::from_static(b"Cannot terminate this connection using the DELETE endpoint."),
@@ -514,7 +521,7 @@ fn deliver_delete(edge: &EdgeState, http: &HttpConnection, user: Option<&str>) -
     if !same_user(http, user) {
         return (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID"));
     }
-    if !http.conn.format().is_long_polling() {
+    if http.conn.format().transport != Transport::LongPolling {
         return (
             StatusCode::BAD_REQUEST,
             Bytes::from_static(b"Cannot terminate this connection using the DELETE endpoint."),
@@ -572,13 +579,8 @@ async fn forward(edge: &EdgeState, addressed: &Addressed, kind: TransportKind, b
 /// Answers a request another edge forwarded for a connection held here.
 pub(super) async fn answer_forwarded(edge: Arc<EdgeState>, reply_to: Option<ReplyTo>, request: TransportRequest) {
     let Some(reply_to) = reply_to else { return };
-    let http = edge
-        .signalr
-        .http
-        .lock()
-        .get(request.connection.as_str())
-        .filter(|h| h.conn.scope.app.as_str() == request.app)
-        .cloned();
+    let key = signalbox_core::AppId::new(&request.app).ok().zip(ConnectionId::new(&request.connection).ok());
+    let http = key.and_then(|key| edge.signalr.http.lock().get(&key).cloned());
     let (status, body) = match http {
         // Ended here a moment ago (and still answering for it), or never here.
         None => (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID")),
@@ -604,18 +606,18 @@ async fn event_stream(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Ha
     if edge.draining() {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
     }
-    if edge.hub.connection(addressed.id.as_str()).is_some() {
+    if edge.hub.connection(&addressed.scope.app, addressed.id.as_str()).is_some() {
         return problem(StatusCode::CONFLICT, "connection-in-use", "this connection already has a transport");
     }
-    if !addressed.may_open || edge.signalr.has_ended(addressed.id.as_str()) {
+    if !addressed.may_open || edge.addresses.has_ended(&addressed.scope.app, &addressed.id) {
         return no_connection();
     }
     let token_user = addressed.authorized.claims.sub.as_ref().map(ToString::to_string);
-    let admitted = match open(&edge, addressed, WireFormat::SignalRServerSentEvents, handshake).await {
+    let admitted = match open(&edge, addressed, Transport::ServerSentEvents, handshake).await {
         Ok(admitted) => admitted,
         Err(request) => return refusal(&request),
     };
-    let http = register(&edge, start(&edge, admitted).await, token_user);
+    let http = register(&edge, admission::start(&edge, admitted).await, token_user);
     tokio::spawn(watch_event_stream(Arc::clone(&edge), Arc::clone(&http)));
     let stream = EventStream { edge, http, started: false, done: false };
     let mut response = axum::body::Body::from_stream(stream).into_response();
@@ -691,7 +693,9 @@ impl futures_util::Stream for EventStream {
                 self.done = true;
                 finish(&self.edge, &self.http, request.code, &request.reason);
                 let mut out = BytesMut::new();
-                push_event(&mut out, &close_record(WireFormat::SignalRServerSentEvents, &request));
+                if let Some(goodbye) = self.http.conn.format().encode(&Outbound::Close(&request)) {
+                    push_event(&mut out, &goodbye);
+                }
                 Poll::Ready(Some(Ok(out.freeze())))
             }
             Poll::Pending => Poll::Pending,

@@ -1,0 +1,206 @@
+//! A connection's session: what its client may do, the same for every protocol. The
+//! protocol decodes what arrives into [`Command`]s; the session checks and executes them and
+//! answers in the protocol's own encoding.
+//!
+//! Checks that need no I/O (permissions, limits, rate) are made at once; joins, publishes and
+//! upstream calls become futures. Answers go out in the order of the requests: once one
+//! request of a batch waits for I/O, the answers after it wait too. The transport runs the
+//! returned future before reading on, so a client's requests take effect, and are answered,
+//! in the order it sent them.
+
+mod requests;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use signalbox_bus::BoxFuture;
+use signalbox_core::{CloseCode, ErrorCode, GroupName, Permissions};
+use signalbox_proto::native::ReplyId;
+
+use crate::EdgeState;
+use crate::conn::Conn;
+use crate::hub::Hub;
+use crate::outbox::CloseRequest;
+use crate::protocol::{Command, Encoding, Input, Outbound, Violation};
+pub(crate) use requests::TokenBucket;
+
+/// Unreadable requests in a row after which the connection is closed (4002).
+const MAX_CONSECUTIVE_ERRORS: u32 = 50;
+
+/// Bytes a client message may have beyond the app's message limit (what surrounds the data).
+pub(crate) const MESSAGE_OVERHEAD: usize = 4 * 1024;
+
+pub(crate) struct Session {
+    edge: Arc<EdgeState>,
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+    permissions: Permissions,
+    publish_allowance: TokenBucket,
+    consecutive_errors: u32,
+    input: Input,
+    /// Groups to join once the client's opening is answered (protocols with an opening).
+    groups: Vec<GroupName>,
+    /// Nothing more is read: the connection is closing on a violation.
+    failed: bool,
+    /// This batch's work that waits for I/O, and every answer after it, in order.
+    later: Vec<BoxFuture<'static, ()>>,
+}
+
+impl Session {
+    /// `groups`: for a protocol with an opening, the groups to join once it is answered.
+    pub(crate) fn new(edge: Arc<EdgeState>, conn: Arc<Conn>, permissions: Permissions, groups: Vec<GroupName>) -> Self {
+        let limits = &conn.settings.limits;
+        let publish_allowance = TokenBucket::new(limits.client_publish_rate, limits.client_publish_burst);
+        let input = Input::new(conn.format().info(), limits.max_message_bytes as usize + MESSAGE_OVERHEAD);
+        let hub = Arc::clone(&edge.hub);
+        Self {
+            edge,
+            hub,
+            conn,
+            permissions,
+            publish_allowance,
+            consecutive_errors: 0,
+            input,
+            groups,
+            failed: false,
+            later: Vec::new(),
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    /// Takes what the transport received; returns the work that waits for I/O, in order.
+    pub(crate) fn on_data(&mut self, data: &[u8]) -> Option<BoxFuture<'static, ()>> {
+        if self.failed {
+            return None;
+        }
+        let mut commands = Vec::new();
+        let decoded = self.conn.format().protocol().decode(&mut self.input, data, &mut commands);
+        for command in commands {
+            if self.failed {
+                break;
+            }
+            self.execute(command);
+        }
+        if let Err(violation) = decoded {
+            self.fail(violation);
+        }
+        match std::mem::take(&mut self.later) {
+            later if later.is_empty() => None,
+            later => Some(Box::pin(async move {
+                for step in later {
+                    step.await;
+                }
+            })),
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        if !matches!(command, Command::Invalid { .. }) {
+            self.consecutive_errors = 0;
+        }
+        match command {
+            Command::Open { encoding } => self.open(encoding),
+            Command::Join { reply, group, since } => self.join(reply, group, since),
+            Command::Leave { reply, group } => self.leave(reply, &group),
+            Command::Publish { reply, group, event, data, no_echo } => self.publish(reply, group, event, data, no_echo),
+            Command::Ping { reply } => self.say(&Outbound::Pong(reply.as_ref())),
+            Command::Presence { reply, group } => self.presence(reply, group),
+            Command::Event { reply, event, data, invocation_id } => self.event(reply, event, data, invocation_id),
+            Command::Invalid { reply, code, message } => {
+                self.say(&Outbound::Error { to: reply.as_ref(), code, message: &message });
+                self.consecutive_errors += 1;
+                if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+                    self.conn.close(CloseRequest::default_for(CloseCode::TooManyErrors));
+                }
+            }
+            Command::Unsupported { reply, message } => {
+                self.say(&Outbound::Error { to: reply.as_ref(), code: ErrorCode::BadRequest, message: &message });
+            }
+            Command::Close => self.conn.close(CloseRequest::new(CloseCode::Normal, "the client closed the connection")),
+        }
+    }
+
+    /// The client's opening is accepted: answered in the encoding it was read in, then the
+    /// connection switches to the one it chose and joins its targets and groups.
+    fn open(&mut self, encoding: Encoding) {
+        let current = self.conn.format();
+        let Some(format) = current.with_encoding(encoding) else {
+            let message = format!(
+                "handshake refused: {} cannot be carried by {}",
+                encoding.protocol().info().name,
+                current.transport.name()
+            );
+            self.say(&Outbound::OpenRefused(&message));
+            return self.fail(Violation::new(CloseCode::ProtocolError, message));
+        };
+        self.say(&Outbound::Opened);
+        self.conn.set_format(format);
+        let (edge, conn, groups) = (Arc::clone(&self.edge), Arc::clone(&self.conn), std::mem::take(&mut self.groups));
+        self.later.push(Box::pin(async move {
+            match edge.hub.attach(&conn, &groups).await {
+                Ok(()) => {
+                    conn.open.store(true, Ordering::Release);
+                    metrics::counter!("signalbox_connects_total").increment(1);
+                    edge.events.connected(&conn);
+                }
+                Err(err) => {
+                    tracing::warn!(connection = %conn.id, error = %err, "cannot attach a connection after its opening");
+                    conn.outbox.close_now(err.close_request());
+                }
+            }
+        }));
+    }
+
+    /// Ends the connection on input it cannot take; an opening not yet read is refused in
+    /// the protocol's words first.
+    fn fail(&mut self, violation: Violation) {
+        tracing::debug!(connection = %self.conn.id, error = %violation, "closing a connection on a protocol violation");
+        if !self.input.opened {
+            self.say(&Outbound::OpenRefused(&violation.message));
+        }
+        self.failed = true;
+        self.input = Input::default();
+        self.conn.close(CloseRequest::new(violation.code, violation.message));
+    }
+
+    /// Sends now, or after the work of this batch that waits for I/O.
+    fn say(&mut self, outbound: &Outbound<'_>) {
+        let Some(frame) = self.conn.format().encode(outbound) else { return };
+        if self.later.is_empty() {
+            self.conn.outbox.push(frame);
+        } else {
+            let conn = Arc::clone(&self.conn);
+            self.later.push(Box::pin(async move {
+                conn.outbox.push(frame);
+            }));
+        }
+    }
+
+    fn say_error(&mut self, reply: Option<&ReplyId>, code: ErrorCode, message: &str) {
+        self.say(&Outbound::Error { to: reply, code, message });
+    }
+
+    /// Runs after the rest of this batch's work.
+    fn then(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        self.later.push(Box::pin(work));
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("conn", &self.conn.id)
+            .field("format", &self.conn.format())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends an answer from work that ran after I/O.
+pub(crate) fn send(conn: &Conn, outbound: &Outbound<'_>) {
+    if let Some(frame) = conn.format().encode(outbound) {
+        conn.outbox.push(frame);
+    }
+}
