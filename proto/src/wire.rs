@@ -410,7 +410,7 @@ pub enum ConfigChangeKind {
 /// Everything that travels on the bus.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Packet {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub body: Option<Body>,
 }
 
@@ -438,6 +438,8 @@ pub enum Body {
     Transport(TransportRequest),
     #[prost(message, tag = "11")]
     TransportReply(TransportReply),
+    #[prost(message, tag = "12")]
+    Handover(Handover),
 }
 
 /// An HTTP transport request of a SignalR connection (a long poll, a send, a delete) that
@@ -468,6 +470,59 @@ pub enum TransportKind {
     Send = 1,
     /// `DELETE`: the client ends a long-polling connection.
     Delete = 2,
+    /// Another edge asks about a resumable connection its client resumes there: answered
+    /// with a [`Handover`] that describes it (nothing changes hands yet).
+    Describe = 3,
+    /// Another edge, subscribed to the connection's targets, takes it over: answered with a
+    /// [`Handover`] carrying everything not acknowledged; the connection then leaves here.
+    Handover = 4,
+}
+
+/// A resumable connection changing edges (stateful reconnect on another node).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Handover {
+    /// 200: here it is; 404: it ended (its token may not open it again); 409: it cannot be
+    /// resumed.
+    #[prost(uint32, tag = "1")]
+    pub status: u32,
+    #[prost(string, optional, tag = "2")]
+    pub user: Option<String>,
+    #[prost(string, repeated, tag = "3")]
+    pub groups: Vec<String>,
+    #[prost(string, repeated, tag = "4")]
+    pub permissions: Vec<String>,
+    #[prost(string, optional, tag = "5")]
+    pub info_json: Option<String>,
+    #[prost(string, tag = "6")]
+    pub key_id: String,
+    /// Unix seconds.
+    #[prost(uint64, tag = "7")]
+    pub connected_at: u64,
+    /// The protocol encoding the connection speaks (its name).
+    #[prost(string, tag = "8")]
+    pub encoding: String,
+    /// Its `connected` event was emitted (a `disconnected` is owed).
+    #[prost(bool, tag = "9")]
+    pub announced: bool,
+    /// The id of the first frame in `frames`.
+    #[prost(uint64, tag = "10")]
+    pub first_id: u64,
+    #[prost(message, repeated, tag = "11")]
+    pub frames: Vec<HandedFrame>,
+    /// The client's counted messages: the id the next one takes, and the highest received.
+    #[prost(uint64, tag = "12")]
+    pub inbound_next: u64,
+    #[prost(uint64, tag = "13")]
+    pub inbound_latest: u64,
+}
+
+/// A frame the client has not acknowledged, as it was sent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HandedFrame {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub frame: Bytes,
+    #[prost(string, optional, tag = "2")]
+    pub message_id: Option<String>,
 }
 
 /// The HTTP answer to a forwarded [`TransportRequest`].
@@ -566,6 +621,9 @@ pub struct ConnectionEvent {
 pub enum ConnectionEventKind {
     Connected = 0,
     Disconnected = 1,
+    /// The connection moved to another edge (a resume there): no webhook is told, but the
+    /// disconnect owed if an edge is lost is now that edge's.
+    Moved = 2,
 }
 
 impl From<Body> for Packet {
@@ -648,6 +706,29 @@ mod tests {
         let bytes = encode(Body::Message(envelope()));
         assert_eq!(bytes[0], WIRE_VERSION);
         assert_eq!(decode(bytes), Ok(Body::Message(envelope())));
+    }
+
+    /// Every kind of body survives the trip, even with nothing set (a oneof tag missing from
+    /// `Packet` would come back as no body at all).
+    #[test]
+    fn every_body_round_trips() {
+        let bodies = [
+            Body::Message(Envelope::default()),
+            Body::Control(Control::default()),
+            Body::ControlReply(ControlReply::default()),
+            Body::ApiRequest(ApiRequest::default()),
+            Body::ApiReply(ApiReply::default()),
+            Body::ConfigChange(ConfigChange::default()),
+            Body::Heartbeat(Heartbeat::default()),
+            Body::PresenceUpdate(PresenceUpdate::default()),
+            Body::ConnectionEvent(ConnectionEvent::default()),
+            Body::Transport(TransportRequest::default()),
+            Body::TransportReply(TransportReply::default()),
+            Body::Handover(Handover { status: 404, ..Handover::default() }),
+        ];
+        for body in bodies {
+            assert_eq!(decode(encode(body.clone())), Ok(body));
+        }
     }
 
     #[test]

@@ -309,6 +309,7 @@ async fn another_tenant_cannot_take_a_signalr_connection_over_by_its_id() {
 
     // The attacker's own key signs a connection token naming the victim's id.
     let claims = ConnectionTokenClaims {
+        resumable: false,
         app: AppId::new(&attacker.id).expect("app id"),
         cid: ConnectionId::new(&id).expect("connection id"),
         hub: "chat".into(),

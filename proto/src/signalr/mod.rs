@@ -17,7 +17,9 @@ use serde_json::value::RawValue;
 
 /// The record separator ending every message.
 pub const RECORD_SEPARATOR: u8 = 0x1e;
-pub const VERSION: u32 = 1;
+/// The highest hub protocol version spoken: 2 adds Ack (8) and Sequence (9), for stateful
+/// reconnect.
+pub const VERSION: u32 = 2;
 
 /// A hub protocol, chosen by the client's handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +56,29 @@ impl HubProtocol {
             Self::MessagePack => msgpack::encode_close(error, allow_reconnect),
         }
     }
+
+    /// Ack (8): every counted message up to `sequence_id` arrived.
+    pub fn encode_ack(self, sequence_id: u64) -> Vec<u8> {
+        match self {
+            Self::Json => encode_sequenced(8, sequence_id),
+            Self::MessagePack => msgpack::encode_sequenced(8, sequence_id),
+        }
+    }
+
+    /// Sequence (9): the id of the next counted message, first on a resumed connection.
+    pub fn encode_sequence(self, sequence_id: u64) -> Vec<u8> {
+        match self {
+            Self::Json => encode_sequenced(9, sequence_id),
+            Self::MessagePack => msgpack::encode_sequenced(9, sequence_id),
+        }
+    }
+}
+
+/// Whether a message of this type counts in stateful reconnect's numbering: Invocation,
+/// StreamItem, Completion, StreamInvocation and CancelInvocation do; Ping, Close, Ack and
+/// Sequence do not.
+pub fn is_counted(kind: u64) -> bool {
+    (1..=5).contains(&kind)
 }
 
 /// Splits a transport message into records; the last part, if not terminated, is returned
@@ -80,7 +105,7 @@ pub enum HandshakeError {
     Malformed(String),
     #[error("the protocol '{0}' is not supported; this server speaks 'json' and 'messagepack'")]
     Protocol(String),
-    #[error("the protocol version {0} is not supported; this server speaks versions 0 and 1")]
+    #[error("the protocol version {0} is not supported; this server speaks versions 0 to 2")]
     Version(u32),
 }
 
@@ -91,8 +116,16 @@ struct HandshakeRequest<'a> {
     version: u32,
 }
 
-/// Parses the handshake record (without its separator): the protocol the client chose.
-pub fn parse_handshake(record: &[u8]) -> Result<HubProtocol, HandshakeError> {
+/// What a handshake asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    pub protocol: HubProtocol,
+    pub version: u32,
+}
+
+/// Parses the handshake record (without its separator): the protocol and version the client
+/// chose.
+pub fn parse_handshake(record: &[u8]) -> Result<Handshake, HandshakeError> {
     let request: HandshakeRequest<'_> =
         serde_json::from_slice(record).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
     let protocol = match &*request.protocol {
@@ -100,12 +133,11 @@ pub fn parse_handshake(record: &[u8]) -> Result<HubProtocol, HandshakeError> {
         "messagepack" => HubProtocol::MessagePack,
         other => return Err(HandshakeError::Protocol(other.chars().take(32).collect())),
     };
-    // As ASP.NET Core: any version up to the server's (`signalrcore` sends 0). Version 2
-    // (stateful reconnect) is not spoken here yet.
+    // As ASP.NET Core: any version up to the server's (`signalrcore` sends 0).
     if request.version > VERSION {
         return Err(HandshakeError::Version(request.version));
     }
-    Ok(protocol)
+    Ok(Handshake { protocol, version: request.version })
 }
 
 /// The handshake answer: `{}` or `{"error":"…"}`, with the separator.
@@ -134,14 +166,35 @@ pub enum ClientMessage {
     CancelInvocation,
     Ping,
     Close,
+    /// Ack (8): the server's counted messages up to this id arrived.
+    Ack(u64),
+    /// Sequence (9): the id of the client's next counted message (after a resume).
+    Sequence(u64),
     /// A type this server does not know: ignored, as the protocol asks.
     Unknown(u64),
+}
+
+impl ClientMessage {
+    /// Whether it counts in stateful reconnect's numbering (see [`is_counted`]).
+    pub fn is_counted(&self) -> bool {
+        match self {
+            Self::Invocation { .. } | Self::Streaming { .. } | Self::CancelInvocation => true,
+            Self::Unknown(kind) => is_counted(*kind),
+            Self::Ping | Self::Close | Self::Ack(_) | Self::Sequence(_) => false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct Head {
     #[serde(rename = "type")]
     kind: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SequencedFields {
+    sequence_id: u64,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +243,11 @@ pub fn parse_message(record: &[u8]) -> Result<ClientMessage, MessageError> {
         5 => ClientMessage::CancelInvocation,
         6 => ClientMessage::Ping,
         7 => ClientMessage::Close,
+        8 | 9 => {
+            let fields: SequencedFields = serde_json::from_slice(record)
+                .map_err(|_| MessageError::Malformed("an Ack or Sequence needs a numeric 'sequenceId'".into()))?;
+            if kind == 8 { ClientMessage::Ack(fields.sequence_id) } else { ClientMessage::Sequence(fields.sequence_id) }
+        }
         other => ClientMessage::Unknown(other),
     })
 }
@@ -239,6 +297,11 @@ pub fn encode_completion(invocation_id: &str, outcome: Result<Option<&[u8]>, &st
     record(out)
 }
 
+/// `{"type":8|9,"sequenceId":…}`: an Ack or a Sequence.
+fn encode_sequenced(kind: u8, sequence_id: u64) -> Vec<u8> {
+    record(format!(r#"{{"type":{kind},"sequenceId":{sequence_id}}}"#).into_bytes())
+}
+
 /// `{"type":6}`: a keep-alive.
 pub fn encode_ping() -> Vec<u8> {
     record(br#"{"type":6}"#.to_vec())
@@ -278,14 +341,23 @@ mod tests {
 
     #[test]
     fn handshakes() {
-        assert_eq!(parse_handshake(br#"{"protocol":"json","version":1}"#), Ok(HubProtocol::Json));
-        assert_eq!(parse_handshake(br#"{"protocol":"messagepack","version":1}"#), Ok(HubProtocol::MessagePack));
+        let handshake = |protocol, version| Ok(Handshake { protocol, version });
+        assert_eq!(parse_handshake(br#"{"protocol":"json","version":1}"#), handshake(HubProtocol::Json, 1));
+        assert_eq!(
+            parse_handshake(br#"{"protocol":"messagepack","version":1}"#),
+            handshake(HubProtocol::MessagePack, 1)
+        );
         assert_eq!(
             parse_handshake(br#"{"protocol":"blobpack","version":1}"#),
             Err(HandshakeError::Protocol("blobpack".into()))
         );
-        assert_eq!(parse_handshake(br#"{"protocol":"json","version":2}"#), Err(HandshakeError::Version(2)));
-        assert_eq!(parse_handshake(br#"{"protocol":"json","version":0}"#), Ok(HubProtocol::Json), "signalrcore");
+        assert_eq!(parse_handshake(br#"{"protocol":"json","version":2}"#), handshake(HubProtocol::Json, 2));
+        assert_eq!(parse_handshake(br#"{"protocol":"json","version":3}"#), Err(HandshakeError::Version(3)));
+        assert_eq!(
+            parse_handshake(br#"{"protocol":"json","version":0}"#),
+            handshake(HubProtocol::Json, 0),
+            "signalrcore"
+        );
         assert!(matches!(parse_handshake(b"nope"), Err(HandshakeError::Malformed(_))));
         assert_eq!(encode_handshake_response(None), b"{}\x1e");
         assert_eq!(value(&encode_handshake_response(Some("bad"))), json!({"error": "bad"}));
@@ -312,6 +384,10 @@ mod tests {
         assert!(matches!(parse_message(br#"{"type":6}"#), Ok(ClientMessage::Ping)));
         assert!(matches!(parse_message(br#"{"type":7}"#), Ok(ClientMessage::Close)));
         assert!(matches!(parse_message(br#"{"type":42}"#), Ok(ClientMessage::Unknown(42))));
+        assert!(matches!(parse_message(br#"{"type":8,"sequenceId":36}"#), Ok(ClientMessage::Ack(36))));
+        assert!(matches!(parse_message(br#"{"type":9,"sequenceId":1}"#), Ok(ClientMessage::Sequence(1))));
+        assert!(matches!(parse_message(br#"{"type":9,"sequenceId":"1"}"#), Err(MessageError::Malformed(_))));
+        assert!(matches!(parse_message(br#"{"type":8}"#), Err(MessageError::Malformed(_))));
         assert!(matches!(parse_message(b"[1]"), Err(MessageError::Malformed(_))));
         assert!(matches!(parse_message(br#"{"target":"x"}"#), Err(MessageError::Malformed(_))));
     }
@@ -332,5 +408,7 @@ mod tests {
         assert_eq!(value(&encode_ping()), json!({"type":6}));
         assert_eq!(value(&encode_close(Some("bye"), true)), json!({"type":7,"error":"bye","allowReconnect":true}));
         assert_eq!(value(&encode_close(None, false)), json!({"type":7}));
+        assert_eq!(value(&HubProtocol::Json.encode_ack(36)), json!({"type":8,"sequenceId":36}));
+        assert_eq!(value(&HubProtocol::Json.encode_sequence(1)), json!({"type":9,"sequenceId":1}));
     }
 }

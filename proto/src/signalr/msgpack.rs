@@ -154,6 +154,11 @@ pub fn encode_completion(invocation_id: &str, outcome: Result<Option<&[u8]>, &st
     encode(&Value::Array(message))
 }
 
+/// `[8, id]` (Ack) or `[9, id]` (Sequence): no headers, as ASP.NET Core writes them.
+pub fn encode_sequenced(kind: u8, sequence_id: u64) -> Vec<u8> {
+    encode(&Value::Array(vec![Value::from(kind), Value::from(sequence_id)]))
+}
+
 pub fn encode_ping() -> Vec<u8> {
     encode(&Value::Array(vec![Value::from(6)]))
 }
@@ -191,6 +196,13 @@ pub fn parse_message(message: &[u8]) -> Result<ClientMessage, MessageError> {
         5 => ClientMessage::CancelInvocation,
         6 => ClientMessage::Ping,
         7 => ClientMessage::Close,
+        8 | 9 => {
+            let id = fields
+                .get(1)
+                .and_then(Value::as_u64)
+                .ok_or(MessageError::Malformed("an Ack or Sequence needs a numeric sequence id".into()))?;
+            if kind == 8 { ClientMessage::Ack(id) } else { ClientMessage::Sequence(id) }
+        }
         other => ClientMessage::Unknown(other),
     })
 }
@@ -240,6 +252,13 @@ mod tests {
         let void = unprefixed(&encode_completion("7", Ok(None)));
         assert_eq!(void, Value::Array(vec![3.into(), Value::Map(vec![]), "7".into(), 2.into()]));
         assert_eq!(unprefixed(&encode_close(None, true)), Value::Array(vec![7.into(), Value::Nil, true.into()]));
+        // Two-element arrays without headers, as ASP.NET Core and the JS client write them (any
+        // integer width reads the same: the JS client writes Ack(36) as `0x92 0x08 0xcc 0x24`).
+        assert_eq!(encode_sequenced(8, 36), vec![0x03, 0x92, 0x08, 0x24]);
+        assert_eq!(unprefixed(&encode_sequenced(9, 1)), Value::Array(vec![9.into(), 1.into()]));
+        assert!(matches!(parse_message(&[0x92, 0x08, 0xcc, 0x24]), Ok(ClientMessage::Ack(36))));
+        assert!(matches!(parse_message(&[0x92, 0x09, 0x01]), Ok(ClientMessage::Sequence(1))));
+        assert!(matches!(parse_message(&[0x91, 0x09]), Err(MessageError::Malformed(_))));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct ConnectionTokenClaims {
     /// When negotiate issued it (Unix seconds): a connection may be opened with it only for
     /// [`OPEN_WITHIN_SECONDS`], so an ended connection cannot be brought back with an old token.
     pub iat: u64,
+    /// Negotiate agreed to stateful reconnect: the connection's WebSocket may drop and resume
+    /// without losing a message.
+    #[serde(default, rename = "sr", skip_serializing_if = "std::ops::Not::not")]
+    pub resumable: bool,
 }
 
 /// How long after negotiate a connection token may open its connection.
@@ -181,6 +185,7 @@ mod tests {
     #[test]
     fn connection_tokens_round_trip_and_resist_forgery() {
         let claims = ConnectionTokenClaims {
+            resumable: true,
             app: AppId::generate(),
             cid: ConnectionId::generate_signalr(),
             hub: "chat".into(),

@@ -60,6 +60,13 @@ impl Addresses {
         }
     }
 
+    /// A connection moved to another edge: its subject is that edge's to answer now.
+    pub(crate) fn release(&self, hub: &Hub, conn: &Conn) {
+        if let Some((subject, subscription)) = self.routes.lock().remove(&conn.key) {
+            hub.interest_for(&subject).unsubscribe(subscription);
+        }
+    }
+
     /// Unsubscribes the subjects of connections that ended longer ago than a connection token
     /// may open one (the sweeper calls this).
     pub(crate) fn purge_ended(&self, hub: &Hub) {

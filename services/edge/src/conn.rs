@@ -46,6 +46,12 @@ pub(crate) struct Conn {
     pub(crate) webhook_events: WebhookEvents,
     /// Its `connected` event was emitted: only then is a `disconnected` owed.
     pub(crate) announced: AtomicBool,
+    /// Its client may ask to resume it on a new socket (SignalR's stateful reconnect, agreed
+    /// at negotiate): it retains what it sends once its opening asks for it.
+    pub(crate) resumable: bool,
+    /// It is changing edges (a resume on another node): its joins and leaves change counts,
+    /// not who is there, and nobody is told it came or went.
+    pub(crate) moving: AtomicBool,
 }
 
 /// The group list of a connection plus whether it has left the hub.
@@ -85,7 +91,7 @@ impl Conn {
     /// that the replay did not send.
     pub(crate) fn finish_recovery(&self, group: &GroupName, replayed_up_to: u64) {
         self.recovery.finish(group, replayed_up_to, |frame| {
-            self.outbox.push(frame);
+            self.outbox.push_counted(frame, None);
         });
     }
 }

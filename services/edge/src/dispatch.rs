@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use signalbox_bus::{Delivery, Inbox};
 use signalbox_proto::Route;
-use signalbox_proto::wire::{self, Body, ControlOp, Target as EnvelopeTarget};
+use signalbox_proto::wire::{self, Body, ControlOp, Target as EnvelopeTarget, TransportKind};
 
 use crate::EdgeState;
 use crate::control;
@@ -118,7 +118,12 @@ fn dispatch(edge: &Arc<EdgeState>, delivery: Delivery) {
                 tokio::spawn(control::apply_to_connection(Arc::clone(edge), app, op, reply));
             }
             Some(Body::Transport(request)) if request.app == app.as_str() && request.connection == id.as_str() => {
-                crate::protocol::signalr::answer_forwarded(edge, reply, request);
+                match TransportKind::try_from(request.kind) {
+                    Ok(TransportKind::Describe | TransportKind::Handover) => {
+                        tokio::spawn(crate::handover::answer(Arc::clone(edge), reply, request));
+                    }
+                    _ => crate::protocol::signalr::answer_forwarded(edge, reply, request),
+                }
             }
             Some(_) => dropped(&edge.drops.foreign, "mismatch", subject.as_str(), &"packet does not fit its subject"),
             None => {}

@@ -54,6 +54,14 @@ impl ConnectionEvents {
         }
     }
 
+    /// The connection moved here from another edge (a resume): if its opening was announced,
+    /// the disconnect owed when an edge is lost is now this one's.
+    pub(crate) fn moved(&self, conn: &Conn) {
+        if conn.announced.load(Ordering::SeqCst) {
+            self.emit(conn, ConnectionEventKind::Moved, 0, String::new());
+        }
+    }
+
     fn emit(&self, conn: &Conn, kind: ConnectionEventKind, code: u16, reason: String) {
         let event = ConnectionEvent {
             id: ids::event_id(),

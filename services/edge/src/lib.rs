@@ -29,6 +29,7 @@ mod control;
 mod directory;
 mod dispatch;
 mod events;
+mod handover;
 pub mod http;
 mod hub;
 mod outbox;
@@ -36,6 +37,7 @@ mod presence;
 mod problem;
 mod protocol;
 mod recoveries;
+mod resume;
 mod session;
 mod sweeper;
 mod ws;
@@ -62,6 +64,7 @@ pub(crate) struct EdgeState {
     pub(crate) drops: dispatch::DropCounters,
     pub(crate) events: events::ConnectionEvents,
     pub(crate) addresses: addresses::Addresses,
+    pub(crate) parked: resume::Parked,
     pub(crate) signalr: protocol::signalr::Registry,
     draining: AtomicBool,
     /// The node has told the cluster it exists (its first heartbeat went out): until then it
@@ -105,6 +108,7 @@ impl Edge {
             drops: dispatch::DropCounters::default(),
             events,
             addresses: addresses::Addresses::default(),
+            parked: resume::Parked::default(),
             signalr: protocol::signalr::Registry::default(),
             draining: AtomicBool::new(false),
             announced: AtomicBool::new(false),
@@ -164,6 +168,12 @@ impl Edge {
         let tick = period / u32::try_from(ticks).unwrap_or(u32::MAX).max(1);
         for batch in connections.chunks(per_tick) {
             for conn in batch {
+                // A resumable connection is parked instead: its client resumes it on another
+                // node, which takes it over from this one (see `resume`).
+                if conn.outbox.is_retaining() && !conn.outbox.is_parked() {
+                    conn.outbox.request_park();
+                    continue;
+                }
                 if let Some(frame) = conn.format().encode(&protocol::Outbound::Reconnect(reason)) {
                     conn.outbox.push(frame);
                 }
@@ -175,6 +185,7 @@ impl Edge {
         while self.connection_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.state.parked.end_all(&self.state);
         tracing::info!(remaining = self.connection_count(), "drained");
         self.state.events.flush(grace).await;
     }
@@ -188,6 +199,7 @@ impl Edge {
         while self.connection_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.state.parked.end_all(&self.state);
         tracing::info!(remaining = self.connection_count(), "edge shut down");
         self.state.events.flush(grace).await;
     }

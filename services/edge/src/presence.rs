@@ -85,7 +85,7 @@ fn deliver(target: &Target, group: &str, notice: &Notice) -> usize {
             let format = conn.format();
             let frame = frames[format.index()].get_or_insert_with(|| format.encode(&Outbound::Presence(notice)));
             if let Some(frame) = frame {
-                conn.outbox.push(frame.clone());
+                conn.outbox.push_counted(frame.clone(), None);
                 delivered += 1;
             }
         }

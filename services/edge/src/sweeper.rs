@@ -55,6 +55,13 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
             } else if keep_alive(conn, heartbeat, tick, round, bucket == conn.key % buckets) {
                 pinged += 1;
             }
+            // A resumable connection acknowledges what its client sent, about once a tick.
+            if conn.resumable
+                && let Some(through) = conn.outbox.ack_due()
+                && let Some(frame) = conn.format().encode(&Outbound::Ack(through))
+            {
+                conn.outbox.push(frame);
+            }
         });
         if timed_out > 0 {
             metrics::counter!("signalbox_heartbeat_timeouts_total").increment(timed_out);
@@ -63,6 +70,7 @@ pub(crate) async fn run(edge: Arc<EdgeState>) {
         metrics::counter!("signalbox_heartbeat_pings_total").increment(pinged);
         edge.hub.retire_idle_targets();
         edge.addresses.purge_ended(&edge.hub);
+        edge.parked.expire(&edge);
     }
 }
 

@@ -46,6 +46,18 @@ impl Store {
         Ok(())
     }
 
+    /// An open connection moved to another node (its disconnect is owed if that one is lost).
+    pub async fn move_open_connection(&self, app: &AppId, connection_id: &str, node: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE open_connections SET node = $3 WHERE app_id = $1 AND connection_id = $2")
+            .bind(app.as_str())
+            .bind(connection_id)
+            .bind(node)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_write)?;
+        Ok(())
+    }
+
     /// The nodes that have open connections recorded.
     pub async fn nodes_with_open_connections(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT DISTINCT node FROM open_connections").fetch_all(&self.pool).await?;

@@ -97,6 +97,12 @@ async fn record(state: &ApiState, events: &[QueuedEvent]) -> Result<(), ApiError
         let kind = match ConnectionEventKind::try_from(event.kind) {
             Ok(ConnectionEventKind::Connected) => WebhookEvent::Connected,
             Ok(ConnectionEventKind::Disconnected) => WebhookEvent::Disconnected,
+            Ok(ConnectionEventKind::Moved) => {
+                if webhooks.events.contains(WebhookEvent::Disconnected) {
+                    state.store.move_open_connection(&app, &event.connection_id, &event.node).await?;
+                }
+                continue;
+            }
             Err(_) => continue,
         };
         if webhooks.events.contains(WebhookEvent::Disconnected) {

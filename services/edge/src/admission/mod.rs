@@ -50,6 +50,8 @@ pub(crate) struct Admission<'a> {
     /// The id names no node (it was handed out before the connection existed): the
     /// connection is reached through its own subject instead.
     pub(crate) own_subject: bool,
+    /// Its client may resume it on a new socket (see [`Conn::resumable`]).
+    pub(crate) resumable: bool,
 }
 
 /// Asks the `connect` webhook if the app has one, applies limits, resolves the initial
@@ -60,7 +62,7 @@ pub(crate) async fn admit(
     admission: Admission<'_>,
 ) -> Result<Admitted, CloseRequest> {
     let Authorized { claims, key_id, key } = authorized;
-    let Admission { scope, id, format, wanted, handshake, own_subject } = admission;
+    let Admission { scope, id, format, wanted, handshake, own_subject, resumable } = admission;
     let config = &edge.hub.config;
     let mut identity = Identity {
         user: claims.sub.clone(),
@@ -122,6 +124,8 @@ pub(crate) async fn admit(
         info,
         webhook_events: key.webhook_events,
         announced: false.into(),
+        resumable,
+        moving: false.into(),
     });
     edge.hub.register(&conn).map_err(|refusal| {
         let (code, reason) = match refusal {

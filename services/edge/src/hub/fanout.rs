@@ -56,7 +56,7 @@ impl<'a> Outgoing<'a> {
         let pushed = match (self.group, self.envelope.position) {
             (Some(group), Some(position)) => {
                 match conn.recovery.intercept(group, position, &frame, conn.outbox.max_bytes()) {
-                    Intercepted::Deliver => conn.outbox.push(frame),
+                    Intercepted::Deliver => conn.outbox.push_counted(frame, Some(&self.envelope.id)),
                     Intercepted::Taken => return true,
                     // More held back during the replay than the connection may queue.
                     Intercepted::Overflow => {
@@ -65,7 +65,7 @@ impl<'a> Outgoing<'a> {
                     }
                 }
             }
-            _ => conn.outbox.push(frame),
+            _ => conn.outbox.push_counted(frame, Some(&self.envelope.id)),
         };
         match pushed {
             Pushed::Queued => true,

@@ -119,6 +119,12 @@ impl Hub {
             Box::new(PresenceState { sync_request: true, publish_due: true, ..PresenceState::default() })
         });
         state.mode = mode;
+        if conn.moving.load(std::sync::atomic::Ordering::Acquire) {
+            // Nobody came or went: only where it is counted changes.
+            state.count_changed = true;
+            state.publish_due = true;
+            return self.queue_presence(target, state);
+        }
         let member = member_of(conn);
         state.unpublished.add(joined, member.clone());
         state.undelivered.add(joined, member);

@@ -68,7 +68,8 @@ impl Hub {
                 if let Ok(Body::Message(mut envelope)) = wire::decode(stored.payload) {
                     envelope.position = Some(stored.position.seq);
                     let frame = Outgoing::new(&envelope, Some(group.as_str())).frame(conn.format()).cloned();
-                    if frame.is_some_and(|frame| conn.outbox.push(frame) != Pushed::Queued) {
+                    if frame.is_some_and(|frame| conn.outbox.push_counted(frame, Some(&envelope.id)) != Pushed::Queued)
+                    {
                         conn.finish_recovery(group, last);
                         return failed(RecoveryFailure::Closed);
                     }

@@ -41,6 +41,8 @@ enum Seen {
     },
     /// The change, as the protocol's presence object.
     Presence(Value),
+    Ack(u64),
+    Sequence(u64),
     Reply {
         id: String,
         outcome: Result<Option<Value>, String>,
@@ -68,6 +70,18 @@ trait TestClient {
     }
     /// The client's opening, for protocols that have one.
     fn opening(&self) -> Option<Vec<u8>>;
+    /// An opening that asks to number counted messages (to resume), for protocols that can.
+    fn numbered_opening(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// The client's Ack of every counted message up to `through`, and its Sequence (the id of
+    /// its next counted message, after a resume).
+    fn ack(&self, _through: u64) -> Option<Vec<u8>> {
+        None
+    }
+    fn sequence(&self, _next: u64) -> Option<Vec<u8>> {
+        None
+    }
     /// One request as the client sends it; `None` where the protocol cannot say it.
     fn request(&self, request: &Request) -> Option<Vec<u8>>;
     /// One message from the edge (without transport framing), as the client reads it.
@@ -178,6 +192,10 @@ impl SignalRClient {
             7 => {
                 json!({"type": 7, "error": json(&items[1]), "allowReconnect": items.get(2).and_then(rmpv::Value::as_bool)})
             }
+            kind @ (8 | 9) => {
+                assert_eq!(items.len(), 2, "an Ack or Sequence is [type, id]");
+                json!({"type": kind, "sequenceId": json(&items[1])})
+            }
             other => json!({"type": other}),
         }
     }
@@ -197,6 +215,7 @@ impl SignalRClient {
                 signalbox_proto::signalr::msgpack::from_json(&message["arguments"]),
                 rmpv::Value::Array(Vec::new()),
             ]),
+            kind @ (8 | 9) => rmpv::Value::Array(vec![kind.into(), message["sequenceId"].as_u64().unwrap().into()]),
             kind => rmpv::Value::Array(vec![kind.into()]),
         };
         let mut body = Vec::new();
@@ -213,6 +232,15 @@ impl SignalRClient {
             out.push(byte | 0x80);
         }
         out.extend_from_slice(&body);
+        out
+    }
+}
+
+impl SignalRClient {
+    fn handshake(&self, version: u32) -> Vec<u8> {
+        let protocol = if self.messagepack { "messagepack" } else { "json" };
+        let mut out = serde_json::to_vec(&json!({"protocol": protocol, "version": version})).unwrap();
+        out.push(0x1e);
         out
     }
 }
@@ -237,10 +265,19 @@ impl TestClient for SignalRClient {
     }
 
     fn opening(&self) -> Option<Vec<u8>> {
-        let protocol = if self.messagepack { "messagepack" } else { "json" };
-        let mut out = serde_json::to_vec(&json!({"protocol": protocol, "version": 1})).unwrap();
-        out.push(0x1e);
-        Some(out)
+        Some(self.handshake(1))
+    }
+
+    fn numbered_opening(&self) -> Option<Vec<u8>> {
+        Some(self.handshake(2))
+    }
+
+    fn ack(&self, through: u64) -> Option<Vec<u8>> {
+        Some(self.hub_message(json!({"type": 8, "sequenceId": through})))
+    }
+
+    fn sequence(&self, next: u64) -> Option<Vec<u8>> {
+        Some(self.hub_message(json!({"type": 9, "sequenceId": next})))
     }
 
     fn request(&self, request: &Request) -> Option<Vec<u8>> {
@@ -281,6 +318,8 @@ impl TestClient for SignalRClient {
                 },
             },
             6 => Seen::KeepAlive,
+            8 => Seen::Ack(message["sequenceId"].as_u64().unwrap()),
+            9 => Seen::Sequence(message["sequenceId"].as_u64().unwrap()),
             7 => Seen::Close {
                 error: message["error"].as_str().map(str::to_owned),
                 reconnect: message["allowReconnect"].as_bool().unwrap_or(false),
@@ -305,7 +344,7 @@ fn opened_input(client: &dyn TestClient) -> Input {
     if let Some(opening) = client.opening() {
         let mut commands = Vec::new();
         client.initial().protocol().decode(&mut input, &opening, &mut commands).unwrap();
-        assert_eq!(commands, vec![Command::Open { encoding: client.encoding() }]);
+        assert_eq!(commands, vec![Command::Open { encoding: client.encoding(), sequenced: false }]);
     }
     input
 }
@@ -580,7 +619,7 @@ fn a_batch_means_the_same_however_the_transport_cuts_it() {
         let mut batch = client.opening().unwrap_or_default();
         let mut wanted = Vec::new();
         if client.opening().is_some() {
-            wanted.push(Command::Open { encoding: client.encoding() });
+            wanted.push(Command::Open { encoding: client.encoding(), sequenced: false });
         }
         for request in requests() {
             if let Some(bytes) = client.request(&request)
@@ -672,6 +711,40 @@ fn hostile_input_is_refused_cleanly() {
                 decode_all(&*client, &mut input, &client.endless()).expect_err("a message over the limit ends it");
             assert_eq!(refused.code, CloseCode::MessageTooBig, "{name}");
             assert!(input.partial.capacity() < 70 * 1024, "{name}: the oversized tail is not kept");
+        }
+    }
+}
+
+/// A client that numbers its counted messages (to resume) sends some again after a resume,
+/// behind a Sequence: the copies make no command; a Sequence beyond what was received ends the
+/// connection; Acks and Sequences reach each side readably.
+#[test]
+fn a_numbering_clients_copies_are_dropped_and_acks_are_read() {
+    for client in clients() {
+        let name = client.encoding().protocol().info().name;
+        let Some(opening) = client.numbered_opening() else { continue };
+        let mut input = Input::new(client.initial().protocol().info(), 64 * 1024);
+        let mut commands = Vec::new();
+        client.initial().protocol().decode(&mut input, &opening, &mut commands).unwrap();
+        assert_eq!(commands, vec![Command::Open { encoding: client.encoding(), sequenced: true }], "{name}");
+        let event = |id: &'static str| Request::Event { id, event: "Send", data: json!([id]) };
+        let bytes = |request: &Request| client.request(request).expect("an event");
+        let (a, b, c) = (event("a"), event("b"), event("c"));
+        let first = [bytes(&a), bytes(&b)].concat();
+        assert_eq!(decode_all(&*client, &mut input, &first).unwrap().len(), 2, "{name}");
+        // The resume: the client starts again from 1 and sends a, b again, then c.
+        let again = [client.sequence(1).unwrap(), bytes(&a), bytes(&b), bytes(&c)].concat();
+        let commands = normalized(decode_all(&*client, &mut input, &again).unwrap());
+        assert_eq!(commands, normalized(vec![expected(&*client, &c)]), "{name}: only what is new");
+        let ack = decode_all(&*client, &mut input, &client.ack(7).unwrap()).unwrap();
+        assert_eq!(ack, vec![Command::Ack { through: 7 }], "{name}");
+        let beyond = decode_all(&*client, &mut input, &client.sequence(10).unwrap());
+        assert_eq!(beyond.map_err(|v| v.code), Err(CloseCode::ProtocolError), "{name}: a Sequence beyond what arrived");
+
+        for (outbound, seen) in [(Outbound::Ack(5), Seen::Ack(5)), (Outbound::Sequence(3), Seen::Sequence(3))] {
+            let frame = encode(&*client, &outbound).expect("a numbering protocol says it");
+            assert_eq!(client.read(&frame), seen, "{name}");
+            assert!(!outbound.is_counted(), "{name}: Acks and Sequences are not counted");
         }
     }
 }

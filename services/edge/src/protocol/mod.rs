@@ -114,6 +114,11 @@ impl Encoding {
     pub(crate) fn protocol(self) -> &'static dyn Protocol {
         PROTOCOLS[usize::from(self.0)]
     }
+
+    /// The encoding of this name (`ProtocolInfo::name`).
+    pub(crate) fn named(name: &str) -> Option<Self> {
+        (0..PROTOCOLS.len()).map(|i| Self(i as u8)).find(|e| e.protocol().info().name == name)
+    }
 }
 
 /// Every protocol the edge speaks, in [`Encoding`] order.
@@ -262,6 +267,49 @@ pub(crate) struct Input {
     pub(crate) opened: bool,
     /// The largest message a client may send, with what surrounds its payload.
     pub(crate) max_message: usize,
+    /// The client numbers its counted messages (SignalR's stateful reconnect): set by the
+    /// opening that asks for it.
+    pub(crate) sequence: Option<Sequencing>,
+}
+
+/// The numbering of a client's counted messages, to drop the copies it sends again after a
+/// resume: each counted message takes the next id; one whose id was seen already is a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sequencing {
+    /// The id the next counted message takes.
+    pub(crate) next: u64,
+    /// The highest id received.
+    pub(crate) latest: u64,
+}
+
+impl Default for Sequencing {
+    fn default() -> Self {
+        Self { next: 1, latest: 0 }
+    }
+}
+
+impl Sequencing {
+    /// Takes the next id; false for a copy of a message already received.
+    pub(crate) fn count(&mut self) -> bool {
+        let id = self.next;
+        self.next += 1;
+        if id <= self.latest {
+            return false;
+        }
+        self.latest = id;
+        true
+    }
+
+    /// The client says its next counted message is `next` (after a resume): it may go back
+    /// (copies follow), never beyond what was received.
+    pub(crate) fn restart_at(&mut self, next: u64) -> Result<(), Violation> {
+        if next > self.next {
+            let message = format!("Sequence ID {next} is greater than the {} messages received", self.next - 1);
+            return Err(Violation::new(CloseCode::ProtocolError, message));
+        }
+        self.next = next;
+        Ok(())
+    }
 }
 
 impl Input {
@@ -269,7 +317,7 @@ impl Input {
     const KEPT_BUFFER: usize = 16 * 1024;
 
     pub(crate) fn new(info: &ProtocolInfo, max_message: usize) -> Self {
-        Self { partial: Vec::new(), opened: info.opening.is_none(), max_message }
+        Self { partial: Vec::new(), opened: info.opening.is_none(), max_message, sequence: None }
     }
 
     /// Drops the first `consumed` bytes; refuses a tail that outgrew the message limit.
@@ -291,9 +339,15 @@ impl Input {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Command {
     /// The client's opening (SignalR's handshake) was accepted: answer it, switch to
-    /// `encoding`, then join the connection's targets and groups.
+    /// `encoding`, then join the connection's targets and groups. `sequenced`: the client
+    /// numbers counted messages and acknowledges them (it can resume).
     Open {
         encoding: Encoding,
+        sequenced: bool,
+    },
+    /// The client has every counted message up to `through`.
+    Ack {
+        through: u64,
     },
     Join {
         reply: Option<ReplyId>,
@@ -434,4 +488,16 @@ pub(crate) enum Outbound<'a> {
     Reconnect(&'a str),
     /// The last words before the transport closes.
     Close(&'a CloseRequest),
+    /// Every counted client message up to this id arrived.
+    Ack(u64),
+    /// The id of the next counted message: first on a resumed connection.
+    Sequence(u64),
+}
+
+impl Outbound<'_> {
+    /// Whether the client counts it (a resumable connection retains it until acknowledged):
+    /// messages, presence, replies and errors it can tie to a request.
+    pub(crate) fn is_counted(&self) -> bool {
+        matches!(self, Self::Message(_) | Self::Presence(_) | Self::Reply { .. } | Self::Error { to: Some(_), .. })
+    }
 }

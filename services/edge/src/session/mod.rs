@@ -40,6 +40,9 @@ pub(crate) struct Session {
     input: Input,
     /// Groups to join once the client's opening is answered (protocols with an opening).
     groups: Vec<GroupName>,
+    /// A resumable connection's opening is answered: what it is sent is held back until the
+    /// client next speaks, once it counts what it receives (see `open`).
+    release_when_spoken: bool,
     /// Nothing more is read: the connection is closing on a violation.
     failed: bool,
     /// This batch's work that waits for I/O, and every answer after it, in order.
@@ -62,19 +65,39 @@ impl Session {
             consecutive_errors: 0,
             input,
             groups,
+            release_when_spoken: false,
             failed: false,
             later: Vec::new(),
         }
+    }
+
+    /// A connection taken over from another edge, its client's numbering where it was.
+    pub(crate) fn resumed(edge: Arc<EdgeState>, conn: Arc<Conn>, permissions: Permissions, input: Input) -> Self {
+        let mut session = Self::new(edge, conn, permissions, Vec::new());
+        session.input = input;
+        session
     }
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {
         &self.conn
     }
 
+    pub(crate) fn permissions(&self) -> &Permissions {
+        &self.permissions
+    }
+
+    /// The numbering of the client's counted messages, if it numbers them.
+    pub(crate) fn sequence(&self) -> Option<crate::protocol::Sequencing> {
+        self.input.sequence
+    }
+
     /// Takes what the transport received; returns the work that waits for I/O, in order.
     pub(crate) fn on_data(&mut self, data: &[u8]) -> Option<BoxFuture<'static, ()>> {
         if self.failed {
             return None;
+        }
+        if std::mem::take(&mut self.release_when_spoken) {
+            self.conn.outbox.release();
         }
         let mut commands = Vec::new();
         let decoded = self.conn.format().protocol().decode(&mut self.input, data, &mut commands);
@@ -83,6 +106,9 @@ impl Session {
                 break;
             }
             self.execute(command);
+        }
+        if let Some(sequence) = &self.input.sequence {
+            self.conn.outbox.received(sequence.latest);
         }
         if let Err(violation) = decoded {
             self.fail(violation);
@@ -102,7 +128,8 @@ impl Session {
             self.consecutive_errors = 0;
         }
         match command {
-            Command::Open { encoding } => self.open(encoding),
+            Command::Open { encoding, sequenced } => self.open(encoding, sequenced),
+            Command::Ack { through } => self.conn.outbox.acknowledge(through),
             Command::Join { reply, group, since } => self.join(reply, group, since),
             Command::Leave { reply, group } => self.leave(reply, &group),
             Command::Publish { reply, group, event, data, no_echo } => self.publish(reply, group, event, data, no_echo),
@@ -125,7 +152,13 @@ impl Session {
 
     /// The client's opening is accepted: answered in the encoding it was read in, then the
     /// connection switches to the one it chose and joins its targets and groups.
-    fn open(&mut self, encoding: Encoding) {
+    ///
+    /// A resumable connection whose client numbers what it receives (`sequenced`) retains
+    /// what it sends from now on, and holds it back until the client next speaks: a client
+    /// starts counting only once it has read the answer (`@microsoft/signalr` creates its
+    /// buffer then, and pings), so a message sent with the answer would be delivered
+    /// uncounted and the numbering on both sides would disagree after a resume.
+    fn open(&mut self, encoding: Encoding, sequenced: bool) {
         let current = self.conn.format();
         let Some(format) = current.with_encoding(encoding) else {
             let message = format!(
@@ -138,6 +171,15 @@ impl Session {
         };
         self.say(&Outbound::Opened);
         self.conn.set_format(format);
+        if sequenced && self.conn.resumable {
+            self.conn.outbox.retain();
+            self.release_when_spoken = true;
+        }
+        self.attach();
+    }
+
+    /// Joins the connection's targets and groups, then it is open.
+    fn attach(&mut self) {
         let (edge, conn, groups) = (Arc::clone(&self.edge), Arc::clone(&self.conn), std::mem::take(&mut self.groups));
         self.later.push(Box::pin(async move {
             match edge.hub.attach(&conn, &groups).await {
@@ -169,12 +211,13 @@ impl Session {
     /// Sends now, or after the work of this batch that waits for I/O.
     fn say(&mut self, outbound: &Outbound<'_>) {
         let Some(frame) = self.conn.format().encode(outbound) else { return };
+        let counted = outbound.is_counted();
         if self.later.is_empty() {
-            self.conn.outbox.push(frame);
+            push(&self.conn, frame, counted);
         } else {
             let conn = Arc::clone(&self.conn);
             self.later.push(Box::pin(async move {
-                conn.outbox.push(frame);
+                push(&conn, frame, counted);
             }));
         }
     }
@@ -201,6 +244,14 @@ impl std::fmt::Debug for Session {
 /// Sends an answer from work that ran after I/O.
 pub(crate) fn send(conn: &Conn, outbound: &Outbound<'_>) {
     if let Some(frame) = conn.format().encode(outbound) {
+        push(conn, frame, outbound.is_counted());
+    }
+}
+
+fn push(conn: &Conn, frame: bytes::Bytes, counted: bool) {
+    if counted {
+        conn.outbox.push_counted(frame, None);
+    } else {
         conn.outbox.push(frame);
     }
 }

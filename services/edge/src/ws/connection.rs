@@ -72,6 +72,9 @@ enum Exit {
     /// The peer took nothing we wrote for the write deadline (the idle timeout), our close
     /// frame maybe included: it is not reading, and its socket may not be kept.
     Stalled,
+    /// The socket was asked to let go of the connection (it is resumed elsewhere, or the node
+    /// drains): the connection is parked, not ended.
+    Parked,
     Io(io::Error),
 }
 
@@ -143,9 +146,18 @@ impl<S: Socket> Connection<S> {
         connection
     }
 
-    /// Runs the connection to its end, then leaves the hub.
+    /// Runs the connection to its end, then leaves the hub — or, for a resumable connection
+    /// whose socket dropped (not closed), parks it for its client to resume.
     pub(crate) async fn run(mut self) {
         let exit = poll_fn(|cx| self.poll_run(cx)).await;
+        let dropped = matches!(exit, Exit::Parked | Exit::Gone | Exit::Io(_) | Exit::Stalled);
+        if dropped && self.conn.resumable && self.conn.outbox.park() {
+            // The client resumes on a new socket at once: no close handshake to wait for.
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.io.shutdown()).await;
+            tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, exit = ?exit, "connection parked: its client may resume it");
+            self.edge.parked.park(self.session);
+            return;
+        }
         if matches!(exit, Exit::Closed { .. }) && !self.peer_closed {
             // Give the client a moment to answer our close frame before dropping the socket.
             let _ = tokio::time::timeout(CLOSE_GRACE, self.wait_for_peer_close()).await;
@@ -176,6 +188,10 @@ impl<S: Socket> Connection<S> {
                 metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
                 tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, code = 1006, error = %err, "connection failed");
             }
+            Exit::Parked => {
+                metrics::counter!("signalbox_disconnects_total", "code" => "1006").increment(1);
+                tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, code = 1006, "connection given up and not parked");
+            }
         }
     }
 
@@ -190,12 +206,16 @@ impl<S: Socket> Connection<S> {
             (Exit::Stalled, None) => {
                 (CloseCode::SlowConsumer.code(), "the client read nothing for the write deadline".into())
             }
+            (Exit::Parked, _) => (1006, "the connection was given up for a resume that did not come".into()),
             (Exit::Io(err), _) => (1006, format!("the connection failed: {err}")),
         }
     }
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Exit> {
         loop {
+            if self.conn.outbox.park_requested() {
+                return Poll::Ready(Exit::Parked);
+            }
             match self.poll_write(cx) {
                 Poll::Ready(Ok(())) => {
                     let request = self.closing.take().unwrap_or_else(|| CloseRequest::default_for(CloseCode::Normal));

@@ -22,7 +22,16 @@ use crate::EdgeState;
 use crate::admission::{self, Admitted};
 use crate::outbox::CloseRequest;
 use crate::problem::problem;
+use crate::session::Session;
 use connection::{Connection, Socket};
+
+/// What a socket that was accepted goes on with.
+pub(crate) enum Opening {
+    /// A new connection, admitted.
+    Admitted(Admitted),
+    /// A parked connection its client resumes (its outbox is unparked already).
+    Resumed(Session),
+}
 
 /// Answers `101` and runs the connection on the upgraded stream (a refused one is closed with
 /// its code at once).
@@ -31,7 +40,7 @@ pub(crate) fn accept_upgrade(
     on_upgrade: OnUpgrade,
     accept: HeaderValue,
     subprotocol: Option<&'static str>,
-    admitted: Result<Admitted, CloseRequest>,
+    opening: Result<Opening, CloseRequest>,
 ) -> Response {
     let edge_for_task = edge;
     tokio::spawn(async move {
@@ -39,8 +48,12 @@ pub(crate) fn accept_upgrade(
             Ok(upgraded) => upgraded,
             Err(err) => {
                 tracing::debug!(error = %err, "client left during the upgrade");
-                if let Ok(admitted) = admitted {
-                    admission::finish(&edge_for_task, &admitted.conn, 1006, "the client left during the upgrade");
+                match opening {
+                    Ok(Opening::Admitted(admitted)) => {
+                        admission::finish(&edge_for_task, &admitted.conn, 1006, "the client left during the upgrade");
+                    }
+                    Ok(Opening::Resumed(session)) => park_or_end(&edge_for_task, session),
+                    Err(_) => {}
                 }
                 return;
             }
@@ -51,9 +64,9 @@ pub(crate) fn accept_upgrade(
             Ok(parts) => {
                 let prefix = parts.read_buf.to_vec();
                 drop(parts.read_buf);
-                serve(edge_for_task, parts.io.into_inner(), prefix, admitted).await;
+                serve(edge_for_task, parts.io.into_inner(), prefix, opening).await;
             }
-            Err(upgraded) => serve(edge_for_task, TokioIo::new(upgraded), Vec::new(), admitted).await,
+            Err(upgraded) => serve(edge_for_task, TokioIo::new(upgraded), Vec::new(), opening).await,
         }
     });
 
@@ -143,11 +156,25 @@ pub(crate) fn check_handshake(
     Ok((accept, subprotocol))
 }
 
+/// A resumed connection whose new socket is gone too: parked again, or ended if it cannot be.
+pub(crate) fn park_or_end(edge: &Arc<EdgeState>, session: Session) {
+    if session.conn().outbox.park() {
+        edge.parked.park(session);
+    } else {
+        admission::finish(edge, session.conn(), 1006, "the client left during the upgrade");
+    }
+}
+
 /// Runs an upgraded connection: closes a refused one with its code, starts and runs an
-/// admitted one.
-async fn serve<S: Socket>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, admitted: Result<Admitted, CloseRequest>) {
-    let admitted = match admitted {
-        Ok(admitted) => admitted,
+/// admitted one, runs a resumed one.
+async fn serve<S: Socket>(edge: Arc<EdgeState>, mut io: S, prefix: Vec<u8>, opening: Result<Opening, CloseRequest>) {
+    let admitted = match opening {
+        Ok(Opening::Admitted(admitted)) => admitted,
+        Ok(Opening::Resumed(session)) => {
+            tracing::info!(connection = %session.conn().id, app = %session.conn().scope.app, "connection resumed");
+            metrics::counter!("signalbox_resumes_total").increment(1);
+            return Connection::new(io, &prefix, session, Arc::clone(&edge)).run().await;
+        }
         Err(refusal) => {
             let frame = codec::close_frame(refusal.code.code(), &refusal.reason);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {

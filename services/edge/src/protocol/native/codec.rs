@@ -58,7 +58,12 @@ impl Protocol for Native {
             Outbound::Welcome { connection_id, user, heartbeat_seconds } => {
                 native::encode_welcome(connection_id, user, heartbeat_seconds)
             }
-            Outbound::Opened | Outbound::OpenRefused(_) | Outbound::KeepAlive | Outbound::Close(_) => return None,
+            Outbound::Opened
+            | Outbound::OpenRefused(_)
+            | Outbound::KeepAlive
+            | Outbound::Close(_)
+            | Outbound::Ack(_)
+            | Outbound::Sequence(_) => return None,
             Outbound::Message(m) => native::encode_message(m.event, m.kind, m.data, m.group, m.seq),
             Outbound::Presence(notice) => encode_presence(&notice),
             Outbound::Reply { to, answer } => match answer {

@@ -82,10 +82,11 @@ pub(crate) async fn upgrade(
             let id = ConnectionId::generate(&edge.hub.config.node);
             let format = Format::new(Encoding::NATIVE, Transport::WebSocket);
             let handshake = &handshake;
-            let admission = Admission { scope, id, format, wanted: recover, handshake, own_subject: false };
+            let admission =
+                Admission { scope, id, format, wanted: recover, handshake, own_subject: false, resumable: false };
             admission::admit(&edge, authorized, admission).await
         }
         Err(err) => Err(admission::refused(&err)),
     };
-    ws::accept_upgrade(edge, on_upgrade, accept, subprotocol, admitted)
+    ws::accept_upgrade(edge, on_upgrade, accept, subprotocol, admitted.map(ws::Opening::Admitted))
 }

@@ -14,7 +14,9 @@ use signalbox_proto::native::ReplyId;
 use signalbox_proto::signalr::{self, ClientMessage, HubProtocol, RECORD_SEPARATOR, msgpack};
 use signalbox_proto::wire::DataKind;
 
-use crate::protocol::{Answer, Command, ESCAPED_NAME, Encoding, Input, Outbound, Protocol, ProtocolInfo, Violation};
+use crate::protocol::{
+    Answer, Command, ESCAPED_NAME, Encoding, Input, Outbound, Protocol, ProtocolInfo, Sequencing, Violation,
+};
 
 /// The client method a SignalR connection's presence changes invoke (documented in
 /// docs/signalr.md): its one argument is the native `presence` frame's object.
@@ -85,17 +87,30 @@ impl SignalR {
     }
 }
 
-/// The handshake in `partial[..end]`: the encoding it chooses.
-fn handshake(record: &[u8]) -> Result<Encoding, Violation> {
-    match signalr::parse_handshake(record) {
-        Ok(HubProtocol::Json) => Ok(Encoding::SIGNALR_JSON),
-        Ok(HubProtocol::MessagePack) => Ok(Encoding::SIGNALR_MESSAGEPACK),
-        Err(err) => Err(Violation::new(CloseCode::ProtocolError, format!("handshake refused: {err}"))),
-    }
+/// The handshake in `partial[..end]`: the encoding it chooses, and whether the client numbers
+/// its counted messages.
+fn handshake(record: &[u8]) -> Result<(Encoding, bool), Violation> {
+    let handshake = signalr::parse_handshake(record)
+        .map_err(|err| Violation::new(CloseCode::ProtocolError, format!("handshake refused: {err}")))?;
+    let encoding = match handshake.protocol {
+        HubProtocol::Json => Encoding::SIGNALR_JSON,
+        HubProtocol::MessagePack => Encoding::SIGNALR_MESSAGEPACK,
+    };
+    // Version 2 numbers counted messages, with Ack and Sequence (stateful reconnect).
+    Ok((encoding, handshake.version >= 2))
 }
 
-fn command(message: ClientMessage) -> Option<Command> {
-    match message {
+/// The command a message makes, if any; with sequencing, copies of counted messages already
+/// received make none, and the client's Sequence restarts its numbering.
+fn command(message: ClientMessage, sequence: Option<&mut Sequencing>) -> Result<Option<Command>, Violation> {
+    if let Some(sequence) = sequence {
+        match message {
+            ClientMessage::Sequence(next) => return sequence.restart_at(next).map(|()| None),
+            ref counted if counted.is_counted() && !sequence.count() => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(match message {
         ClientMessage::Invocation { invocation_id, target, arguments } => Some(Command::Event {
             reply: invocation_id.clone().map(ReplyId::Text),
             event: target,
@@ -107,15 +122,17 @@ fn command(message: ClientMessage) -> Option<Command> {
             message: "streaming hub methods are not supported by a serverless hub".into(),
         }),
         ClientMessage::Close => Some(Command::Close),
-        // The transport read already counts as a sign of life.
-        ClientMessage::Ping | ClientMessage::CancelInvocation => None,
+        ClientMessage::Ack(through) => Some(Command::Ack { through }),
+        // The transport read already counts as a sign of life; a Sequence without sequencing
+        // means nothing.
+        ClientMessage::Ping | ClientMessage::CancelInvocation | ClientMessage::Sequence(_) => None,
         // Newer message kinds (acks, sequence numbers) and client results: ignored, as the
         // protocol asks of unknown types.
         ClientMessage::Unknown(kind) => {
             tracing::debug!(kind, "ignoring a SignalR message of an unknown type");
             None
         }
-    }
+    })
 }
 
 fn invocation_id(id: &ReplyId) -> std::borrow::Cow<'_, str> {
@@ -141,10 +158,13 @@ impl Protocol for SignalR {
             let Some(end) = input.partial.iter().position(|&b| b == RECORD_SEPARATOR) else {
                 return input.keep_tail(0);
             };
-            let encoding = handshake(&input.partial[..end])?;
+            let (encoding, sequenced) = handshake(&input.partial[..end])?;
             consumed = end + 1;
             input.opened = true;
-            commands.push(Command::Open { encoding });
+            if sequenced {
+                input.sequence = Some(Sequencing::default());
+            }
+            commands.push(Command::Open { encoding, sequenced });
             // What follows the handshake is in the encoding it chose.
             protocol = match encoding {
                 Encoding::SIGNALR_MESSAGEPACK => &SignalR(HubProtocol::MessagePack),
@@ -155,7 +175,11 @@ impl Protocol for SignalR {
             input.partial = Vec::new();
             Violation::new(CloseCode::ProtocolError, format!("Connection closed with an error: {err}"))
         })?;
-        commands.extend(messages.into_iter().filter_map(command));
+        for message in messages {
+            if let Some(command) = command(message, input.sequence.as_mut())? {
+                commands.push(command);
+            }
+        }
         input.keep_tail(consumed)
     }
 
@@ -188,6 +212,8 @@ impl Protocol for SignalR {
                 protocol.encode_completion(&invocation_id(to), Err(message))
             }
             Outbound::KeepAlive => protocol.encode_ping(),
+            Outbound::Ack(through) => protocol.encode_ack(through),
+            Outbound::Sequence(next) => protocol.encode_sequence(next),
             // Whether the client may reconnect follows the close code's action (a reconnect
             // negotiates again, which asks the client's token factory for a fresh token).
             Outbound::Close(request) => {

@@ -28,6 +28,9 @@ pub(crate) struct NegotiateQuery {
     hub: Option<String>,
     #[serde(rename = "negotiateVersion")]
     negotiate_version: Option<u32>,
+    /// The client asks for stateful reconnect (`withStatefulReconnect()`).
+    #[serde(rename = "useStatefulReconnect", default)]
+    use_stateful_reconnect: Option<String>,
     access_token: Option<String>,
 }
 
@@ -80,7 +83,11 @@ pub(super) async fn negotiate(
         {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
         {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
     ]);
+    // Only when asked: a client that did not ask refuses an answer that says it (as ASP.NET
+    // Core's option, `useStatefulReconnect` is read case-insensitively).
+    let resumable = query.use_stateful_reconnect.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let claims = ConnectionTokenClaims {
+        resumable,
         app: authorized.key.app.clone(),
         cid: id.clone(),
         hub: hub.to_string(),
@@ -88,11 +95,14 @@ pub(super) async fn negotiate(
         iat: signalbox_core::clock::unix_seconds(),
     };
     let token = sign_connection_token(&claims, &authorized.key_id, &authorized.key.secret);
-    let body = if query.negotiate_version.unwrap_or(0) >= 1 {
+    let mut body = if query.negotiate_version.unwrap_or(0) >= 1 {
         json!({"negotiateVersion": 1, "connectionId": id, "connectionToken": token, "availableTransports": transports})
     } else {
         // Version 0 clients send `connectionId` back as `id`: it must be the secret.
         json!({"negotiateVersion": 0, "connectionId": token, "availableTransports": transports})
     };
+    if resumable {
+        body["useStatefulReconnect"] = json!(true);
+    }
     (StatusCode::OK, axum::Json(body)).into_response()
 }

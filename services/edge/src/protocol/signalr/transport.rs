@@ -40,6 +40,7 @@ use crate::EdgeState;
 use crate::admission::{self, Admission, Admitted, Handshake};
 use crate::auth::Authorized;
 use crate::conn::Conn;
+use crate::handover::{self, TakeOver};
 use crate::outbox::{CloseRequest, Taken};
 use crate::problem::problem;
 use crate::protocol::{Encoding, Format, Outbound, Transport};
@@ -153,6 +154,8 @@ struct Addressed {
     id: ConnectionId,
     /// The connection token may still open the connection.
     may_open: bool,
+    /// Negotiate agreed to stateful reconnect.
+    resumable: bool,
 }
 
 fn no_connection() -> Response {
@@ -188,13 +191,13 @@ async fn address(
             return Err(Box::new(problem(StatusCode::FORBIDDEN, "wrong-connection", detail)));
         }
         let may_open = claims.may_open(signalbox_core::clock::unix_seconds());
-        (claims.cid, may_open)
+        (claims.cid, may_open, claims.resumable)
     };
-    let (id, may_open) = id;
+    let (id, may_open, resumable) = id;
     if let Some(pending) = pending {
         pending.authenticated();
     }
-    Ok(Addressed { authorized, scope: Scope { app, hub }, id, may_open })
+    Ok(Addressed { authorized, scope: Scope { app, hub }, id, may_open, resumable })
 }
 
 fn local(edge: &EdgeState, addressed: &Addressed) -> Option<Arc<HttpConnection>> {
@@ -221,9 +224,11 @@ async fn open(
     transport: Transport,
     handshake: &Handshake,
 ) -> Result<Admitted, CloseRequest> {
-    let Addressed { authorized, scope, id, .. } = addressed;
+    let Addressed { authorized, scope, id, resumable, .. } = addressed;
     let format = Format::new(Encoding::SIGNALR_JSON, transport);
-    let admission = Admission { scope, id, format, wanted: Vec::new(), handshake, own_subject: true };
+    // Stateful reconnect resumes WebSockets only (as ASP.NET Core and its clients).
+    let resumable = resumable && transport == Transport::WebSocket;
+    let admission = Admission { scope, id, format, wanted: Vec::new(), handshake, own_subject: true, resumable };
     admission::admit(edge, authorized, admission).await
 }
 
@@ -265,14 +270,28 @@ pub(crate) async fn get(
         if edge.draining() {
             return problem(StatusCode::SERVICE_UNAVAILABLE, "draining", "this node is draining; reconnect");
         }
-        if edge.hub.connection(&addressed.scope.app, addressed.id.as_str()).is_some() {
-            return problem(StatusCode::CONFLICT, "connection-in-use", "this connection already has a transport");
+        if let Some(conn) = edge.hub.connection(&addressed.scope.app, addressed.id.as_str()) {
+            return match conn.outbox.is_retaining() {
+                true => resume(edge, conn, on_upgrade, accept).await,
+                false => problem(StatusCode::CONFLICT, "connection-in-use", "this connection already has a transport"),
+            };
+        }
+        if addressed.resumable {
+            // Held by another edge (its client resumes it here): taken over.
+            let user = addressed.authorized.claims.sub.as_ref().map(|u| u.as_str());
+            match handover::take_over(&edge, &addressed.scope, &addressed.id, user).await {
+                TakeOver::Resumed(session) => {
+                    return ws::accept_upgrade(edge, on_upgrade, accept, None, Ok(ws::Opening::Resumed(*session)));
+                }
+                TakeOver::Gone => return no_connection(),
+                TakeOver::NoOne => {}
+            }
         }
         if !addressed.may_open || edge.addresses.has_ended(&addressed.scope.app, &addressed.id) {
             return no_connection();
         }
         let admitted = open(&edge, addressed, Transport::WebSocket, &handshake).await;
-        return ws::accept_upgrade(edge, on_upgrade, accept, None, admitted);
+        return ws::accept_upgrade(edge, on_upgrade, accept, None, admitted.map(ws::Opening::Admitted));
     }
     let wants_events = headers
         .get(header::ACCEPT)
@@ -292,6 +311,27 @@ pub(crate) async fn get(
         Forwarded::Answered(response) => response,
         Forwarded::NoOne => start_long_polling(edge, addressed, &handshake).await,
     }
+}
+
+/// How long a resume waits for the socket that still holds the connection (one the server
+/// has not seen drop yet) to let go of it.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A WebSocket for a connection held here: its client resumes it (stateful reconnect). A
+/// socket that still holds it is given up (it may be half-open); then the new one gets the
+/// protocol's Sequence and everything the client has not acknowledged, and carries on.
+async fn resume(edge: Arc<EdgeState>, conn: Arc<Conn>, on_upgrade: OnUpgrade, accept: HeaderValue) -> Response {
+    conn.outbox.request_park();
+    let Some(session) = edge.parked.take_when_parked(&conn, TAKEOVER_WAIT).await else {
+        return no_connection();
+    };
+    let format = conn.format();
+    if !conn.outbox.unpark(|first| format.encode(&Outbound::Sequence(first))) {
+        ws::park_or_end(&edge, session);
+        return no_connection();
+    }
+    conn.touch(edge.hub.now_secs());
+    ws::accept_upgrade(edge, on_upgrade, accept, None, Ok(ws::Opening::Resumed(session)))
 }
 
 /// The first long poll: opens the connection here and returns at once.
@@ -550,7 +590,7 @@ async fn forward(edge: &EdgeState, addressed: &Addressed, kind: TransportKind, b
     let timeout = match kind {
         TransportKind::Poll => POLL_TIMEOUT + Duration::from_secs(5),
         TransportKind::Send => SEND_FORWARD_TIMEOUT,
-        TransportKind::Delete => edge.hub.config.api_timeout,
+        TransportKind::Delete | TransportKind::Describe | TransportKind::Handover => edge.hub.config.api_timeout,
     };
     match edge.hub.bus.request(subject, wire::encode(Body::Transport(request)), timeout).await {
         Ok(answer) => match wire::decode(answer) {
@@ -591,7 +631,10 @@ pub(super) async fn answer_forwarded(edge: Arc<EdgeState>, reply_to: Option<Repl
                 Ok(TransportKind::Poll) => (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID")),
                 Ok(TransportKind::Send) => deliver_send(&edge, &http, user, &request.body).await,
                 Ok(TransportKind::Delete) => deliver_delete(&edge, &http, user),
-                Err(_) => (StatusCode::BAD_REQUEST, Bytes::new()),
+                // Answered by `handover`, never here.
+                Ok(TransportKind::Describe | TransportKind::Handover) | Err(_) => {
+                    (StatusCode::BAD_REQUEST, Bytes::new())
+                }
             }
         }
     };

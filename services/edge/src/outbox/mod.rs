@@ -5,6 +5,11 @@
 //! system call, not one per message. The queue is bounded in frames and bytes: a push that
 //! would overflow it drops what is queued and asks the connection to close as a slow
 //! consumer (4100) — memory stays bounded and nobody else waits.
+//!
+//! A resumable connection also retains what its client counts until the client acknowledges
+//! it (`retained`), and may be *parked*: no socket holds it, until one resumes it.
+
+mod retained;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -16,6 +21,8 @@ use parking_lot::Mutex;
 use signalbox_core::CloseCode;
 
 use crate::protocol::Format;
+use retained::Retained;
+pub(crate) use retained::{Full, RetainedFrame};
 
 /// Why and how a connection is being closed by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +72,9 @@ pub(crate) struct Outbox {
     waker: AtomicWaker,
     max_bytes: usize,
     max_frames: usize,
+    /// The socket is to give up the connection, leaving it parked (a resume on another
+    /// socket, a drain). Atomic: the writer looks at every turn.
+    park_requested: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +82,14 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<CloseRequest>,
+    /// A resumable connection's retained frames (boxed: most connections never retain).
+    retained: Option<Box<Retained>>,
+}
+
+impl State {
+    fn is_parked(&self) -> bool {
+        self.retained.as_ref().is_some_and(|r| r.parked)
+    }
 }
 
 /// The bytes a connection may queue: the operator's `outbox_max_bytes`, but at least two of
@@ -84,22 +102,61 @@ pub(crate) fn capacity_for(configured: usize, max_payload: usize, format: Format
 
 impl Outbox {
     pub(crate) fn new(max_bytes: usize, max_frames: usize) -> Self {
-        Self { state: Mutex::new(State::default()), waker: AtomicWaker::new(), max_bytes, max_frames }
+        Self {
+            state: Mutex::new(State::default()),
+            waker: AtomicWaker::new(),
+            max_bytes,
+            max_frames,
+            park_requested: false.into(),
+        }
     }
 
-    /// Queues one frame.
+    /// Queues one frame the client does not count (a keep-alive, an Ack): a parked
+    /// connection drops it.
     pub(crate) fn push(&self, frame: Bytes) -> Pushed {
+        let state = self.state.lock();
+        if state.close.is_some() {
+            return Pushed::Closing;
+        }
+        if state.is_parked() {
+            return Pushed::Queued;
+        }
+        self.queue(state, frame)
+    }
+
+    /// Queues one frame the client counts (a message, presence, a reply); a resumable
+    /// connection retains it too, until acknowledged. `message_id` names the message it
+    /// carries, if any.
+    pub(crate) fn push_counted(&self, frame: Bytes, message_id: Option<&str>) -> Pushed {
         let mut state = self.state.lock();
         if state.close.is_some() {
             return Pushed::Closing;
         }
+        if let Some(retained) = state.retained.as_mut() {
+            let kept_back = retained.parked || retained.holding;
+            let kept = RetainedFrame { frame: frame.clone(), message_id: message_id.map(Into::into) };
+            if retained.push(kept).is_err() {
+                return self.overflow(state);
+            }
+            if kept_back {
+                return Pushed::Queued;
+            }
+        }
+        self.queue(state, frame)
+    }
+
+    fn overflow(&self, mut state: parking_lot::MutexGuard<'_, State>) -> Pushed {
+        state.frames = VecDeque::new();
+        state.bytes = 0;
+        state.close = Some(CloseRequest { flush: false, ..CloseRequest::default_for(CloseCode::SlowConsumer) });
+        drop(state);
+        self.waker.wake();
+        Pushed::Overflowed
+    }
+
+    fn queue(&self, mut state: parking_lot::MutexGuard<'_, State>, frame: Bytes) -> Pushed {
         if state.frames.len() >= self.max_frames || state.bytes + frame.len() > self.max_bytes {
-            state.frames = VecDeque::new();
-            state.bytes = 0;
-            state.close = Some(CloseRequest { flush: false, ..CloseRequest::default_for(CloseCode::SlowConsumer) });
-            drop(state);
-            self.waker.wake();
-            return Pushed::Overflowed;
+            return self.overflow(state);
         }
         let was_empty = state.frames.is_empty();
         state.bytes += frame.len();
@@ -110,6 +167,123 @@ impl Outbox {
             self.waker.wake();
         }
         Pushed::Queued
+    }
+
+    /// Retains every counted frame from now on (a resumable connection's opening), up to the
+    /// queue's size in bytes — and holds them back until [`release`](Self::release): the
+    /// client must count the first one it receives as 1.
+    pub(crate) fn retain(&self) {
+        self.state.lock().retained = Some(Box::new(Retained::new(self.max_bytes)));
+    }
+
+    /// The client counts what it receives now: queues what was held back since
+    /// [`retain`](Self::retain).
+    pub(crate) fn release(&self) {
+        let mut state = self.state.lock();
+        let Some(retained) = state.retained.as_mut().filter(|r| r.holding) else { return };
+        retained.holding = false;
+        if retained.parked {
+            return;
+        }
+        let held: Vec<Bytes> = retained.frames().map(|f| f.frame.clone()).collect();
+        for frame in held {
+            state.bytes += frame.len();
+            state.frames.push_back(frame);
+        }
+        drop(state);
+        self.waker.wake();
+    }
+
+    pub(crate) fn is_retaining(&self) -> bool {
+        self.state.lock().retained.is_some()
+    }
+
+    /// The client has every counted frame up to `through`.
+    pub(crate) fn acknowledge(&self, through: u64) {
+        if let Some(retained) = self.state.lock().retained.as_mut() {
+            retained.acknowledge(through);
+        }
+    }
+
+    /// Counted client messages arrived up to `id`.
+    pub(crate) fn received(&self, id: u64) {
+        if let Some(retained) = self.state.lock().retained.as_mut() {
+            retained.received(id);
+        }
+    }
+
+    /// The Ack the client is owed, if messages arrived since the last one (never while parked).
+    pub(crate) fn ack_due(&self) -> Option<u64> {
+        let mut state = self.state.lock();
+        state.retained.as_mut().filter(|r| !r.parked).and_then(|r| r.ack_due())
+    }
+
+    /// Asks the connection's socket to let go of it, leaving it parked for a resume.
+    pub(crate) fn request_park(&self) {
+        let state = self.state.lock();
+        if state.retained.is_some() && !state.is_parked() {
+            self.park_requested.store(true, std::sync::atomic::Ordering::Release);
+            drop(state);
+            self.waker.wake();
+        }
+    }
+
+    pub(crate) fn park_requested(&self) -> bool {
+        self.park_requested.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// No socket holds the connection any more: parks it if it is resumable and not closing
+    /// (what was queued is retained already). False when it must end instead.
+    pub(crate) fn park(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        let Some(retained) = state.retained.as_mut() else { return false };
+        retained.parked = true;
+        self.park_requested.store(false, std::sync::atomic::Ordering::Release);
+        state.frames = VecDeque::new();
+        state.bytes = 0;
+        true
+    }
+
+    pub(crate) fn is_parked(&self) -> bool {
+        self.state.lock().is_parked()
+    }
+
+    /// A new socket holds the connection: queues `sequence` (made from the first retained
+    /// frame's id), then every retained frame. False when it is closing or not parked.
+    pub(crate) fn unpark(&self, sequence: impl FnOnce(u64) -> Option<Bytes>) -> bool {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        let Some(retained) = state.retained.as_mut().filter(|r| r.parked) else { return false };
+        retained.parked = false;
+        retained.holding = false;
+        let mut frames: VecDeque<Bytes> = sequence(retained.first_id()).into_iter().collect();
+        frames.extend(retained.frames().map(|f| f.frame.clone()));
+        state.bytes = frames.iter().map(Bytes::len).sum();
+        state.frames = frames;
+        drop(state);
+        self.waker.wake();
+        true
+    }
+
+    /// Takes a parked connection's retained frames and the id of the first (a handover).
+    pub(crate) fn take_retained(&self) -> Option<(u64, Vec<RetainedFrame>)> {
+        let mut state = self.state.lock();
+        state.retained.as_mut().filter(|r| r.parked).map(|r| r.take())
+    }
+
+    /// Starts a parked connection's retention over from another edge's frames, numbered from
+    /// `first_id`; what was retained here meanwhile follows, without copies of their messages.
+    pub(crate) fn merge_retained(&self, first_id: u64, frames: Vec<RetainedFrame>) -> Result<(), Full> {
+        let mut state = self.state.lock();
+        match state.retained.as_mut() {
+            Some(retained) => retained.merge(first_id, frames),
+            None => Ok(()),
+        }
     }
 
     /// Asks the connection to close once what is queued is sent. The first request wins.
@@ -273,5 +447,82 @@ mod tests {
         taken.clear();
         let Poll::Ready(Taken::Close(request)) = outbox.poll_take(&mut cx, &mut taken) else { panic!("must close") };
         assert_eq!(request.code, CloseCode::ClosedByBackend, "first close request wins");
+    }
+
+    fn taken(outbox: &Outbox) -> Vec<Bytes> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = VecDeque::new();
+        match outbox.poll_take(&mut cx, &mut taken) {
+            Poll::Ready(Taken::Frames) => taken.into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn text(frame: &str) -> Bytes {
+        Bytes::copy_from_slice(frame.as_bytes())
+    }
+
+    #[test]
+    fn a_resumable_connection_holds_back_until_released_then_retains_until_acknowledged() {
+        let outbox = Outbox::new(1000, 100);
+        outbox.retain();
+        assert_eq!(outbox.push_counted(text("m1"), Some("1")), Pushed::Queued);
+        assert_eq!(outbox.push(text("ping")), Pushed::Queued);
+        assert_eq!(taken(&outbox), [text("ping")], "counted frames wait until the client counts");
+        outbox.release();
+        outbox.push_counted(text("m2"), Some("2"));
+        assert_eq!(taken(&outbox), [text("m1"), text("m2")]);
+
+        // The socket drops: parked, what comes is retained only; a resume sends the Sequence of
+        // the first frame not acknowledged, then every such frame.
+        outbox.acknowledge(1);
+        assert!(outbox.park());
+        assert_eq!(outbox.push_counted(text("m3"), Some("3")), Pushed::Queued);
+        assert_eq!(outbox.push(text("ping")), Pushed::Queued);
+        assert!(taken(&outbox).is_empty(), "nothing is queued while parked");
+        assert!(outbox.unpark(|first| Some(Bytes::from(format!("seq {first}")))));
+        assert_eq!(taken(&outbox), [text("seq 2"), text("m2"), text("m3")]);
+    }
+
+    #[test]
+    fn a_closing_or_plain_connection_is_never_parked() {
+        let plain = Outbox::new(1000, 100);
+        assert!(!plain.park(), "not resumable");
+        let closing = Outbox::new(1000, 100);
+        closing.retain();
+        closing.close(CloseRequest::default_for(CloseCode::ClosedByBackend));
+        assert!(!closing.park(), "the server ends it: no resume");
+    }
+
+    #[test]
+    fn retention_beyond_the_limit_closes_as_a_slow_consumer() {
+        let outbox = Outbox::new(10, 100);
+        outbox.retain();
+        outbox.release();
+        assert_eq!(outbox.push_counted(frame(6), None), Pushed::Queued);
+        let _ = taken(&outbox);
+        assert_eq!(outbox.push_counted(frame(6), None), Pushed::Overflowed, "the first is not acknowledged");
+        assert_eq!(outbox.close_request().map(|c| c.code), Some(CloseCode::SlowConsumer));
+    }
+
+    #[test]
+    fn a_handover_takes_the_retained_frames_and_a_merge_puts_theirs_first() {
+        let old = Outbox::new(1000, 100);
+        old.retain();
+        old.release();
+        old.push_counted(text("m1"), Some("1"));
+        old.push_counted(text("m2"), Some("2"));
+        assert!(old.take_retained().is_none(), "only a parked connection is handed over");
+        assert!(old.park());
+        let (first, frames) = old.take_retained().expect("parked");
+        let new = Outbox::new(1000, 100);
+        new.retain();
+        assert!(new.park());
+        new.push_counted(text("m2"), Some("2"));
+        new.push_counted(text("m3"), Some("3"));
+        new.merge_retained(first, frames).expect("fits");
+        assert!(new.unpark(|first| Some(Bytes::from(format!("seq {first}")))));
+        assert_eq!(taken(&new), [text("seq 1"), text("m1"), text("m2"), text("m3")]);
     }
 }
