@@ -16,5 +16,6 @@ mod reliability;
 mod rest_errors;
 mod restart;
 mod signalr;
+mod stateful_reconnect;
 mod tokens;
 mod webhooks;

@@ -107,7 +107,12 @@ async fn apply(
 
 /// A control operation on one connection of this node (from its node subject).
 pub(crate) async fn apply_to_connection(edge: Arc<EdgeState>, app: AppId, control: Control, reply: Option<ReplyTo>) {
-    let conn = edge.hub.connection(&app, &control.connection).filter(|c| c.scope.hub.as_str() == control.hub);
+    // A connection id names one connection of the app: the `/v1` API (the native hub) reaches
+    // it whatever its hub; a hub's own API (Azure's dialect) only its own.
+    let conn = edge
+        .hub
+        .connection(&app, &control.connection)
+        .filter(|c| control.hub == signalbox_core::HubName::native().as_str() || c.scope.hub.as_str() == control.hub);
     let (status, info, error) = match (conn, control.op) {
         (Some(conn), Some(op)) => apply(&edge, &conn, op).await,
         (None, _) => (ControlStatus::NotFound, None, None),

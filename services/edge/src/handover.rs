@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use signalbox_bus::{BusError, ReplyTo};
-use signalbox_core::{ConnectionId, GroupName, KeyId, Permission, Permissions, Scope, UserId, clock};
+use signalbox_core::{CloseCode, ConnectionId, GroupName, KeyId, Permission, Permissions, Scope, UserId, clock};
 use signalbox_proto::wire::{self, Body, HandedFrame, Handover, TransportKind, TransportRequest};
 
 use crate::EdgeState;
@@ -85,9 +85,10 @@ pub(crate) async fn take_over(edge: &Arc<EdgeState>, scope: &Scope, id: &Connect
         .into_iter()
         .map(|f| RetainedFrame { frame: f.frame, message_id: f.message_id.map(Into::into) })
         .collect();
+    // From here on the connection is this node's: failing, it ends (and is told to have ended).
     if conn.outbox.merge_retained(handover.first_id, frames).is_err() {
         tracing::info!(connection = %id, "more to resume than the connection may retain");
-        return abandon(edge, &conn);
+        return end(edge, &conn, CloseCode::SlowConsumer, "more was missed than the connection may hold");
     }
     let format = conn.format();
     let mut input = Input::new(format.info(), conn.settings.limits.max_message_bytes as usize + MESSAGE_OVERHEAD);
@@ -96,7 +97,7 @@ pub(crate) async fn take_over(edge: &Arc<EdgeState>, scope: &Scope, id: &Connect
     let permissions = Permissions::new(handover.permissions.iter().filter_map(|p| Permission::parse(p).ok()).collect());
     let session = Session::resumed(Arc::clone(edge), Arc::clone(&conn), permissions, input);
     if !conn.outbox.unpark(|first| format.encode(&Outbound::Sequence(first))) {
-        return abandon(edge, &conn);
+        return end(edge, &conn, CloseCode::Normal, "the connection was closed while it moved");
     }
     conn.moving.store(false, Ordering::Release);
     conn.open.store(true, Ordering::Release);
@@ -171,6 +172,17 @@ async fn register(edge: &EdgeState, scope: &Scope, id: &ConnectionId, descriptio
     conn.outbox.park();
     edge.hub.register(&conn).ok()?;
     Some(conn)
+}
+
+/// A connection taken over that cannot go on: it ends here, as any connection does.
+fn end(edge: &EdgeState, conn: &Arc<Conn>, code: CloseCode, reason: &str) -> TakeOver {
+    conn.moving.store(false, Ordering::Release);
+    let (code, reason) = match conn.outbox.close_request() {
+        Some(request) => (request.code.code(), request.reason.into_owned()),
+        None => (code.code(), reason.to_owned()),
+    };
+    crate::admission::finish(edge, conn, code, &reason);
+    TakeOver::Gone
 }
 
 /// A takeover that did not happen: the connection leaves here as if it never came.

@@ -221,7 +221,8 @@ impl Outbox {
     /// Asks the connection's socket to let go of it, leaving it parked for a resume.
     pub(crate) fn request_park(&self) {
         let state = self.state.lock();
-        if state.retained.is_some() && !state.is_parked() {
+        // A connection that is closing ends as it was asked to.
+        if state.retained.is_some() && !state.is_parked() && state.close.is_none() {
             self.park_requested.store(true, std::sync::atomic::Ordering::Release);
             drop(state);
             self.waker.wake();

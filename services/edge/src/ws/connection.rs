@@ -152,6 +152,11 @@ impl<S: Socket> Connection<S> {
         let exit = poll_fn(|cx| self.poll_run(cx)).await;
         let dropped = matches!(exit, Exit::Parked | Exit::Gone | Exit::Io(_) | Exit::Stalled);
         if dropped && self.conn.resumable && self.conn.outbox.park() {
+            // A request in flight (an upstream call) still finishes: its answer is retained
+            // for the resumed socket.
+            if let Some(request) = self.request.take() {
+                tokio::spawn(request);
+            }
             // The client resumes on a new socket at once: no close handshake to wait for.
             let _ = tokio::time::timeout(CLOSE_GRACE, self.io.shutdown()).await;
             tracing::info!(connection = %self.conn.id, app = %self.conn.scope.app, exit = ?exit, "connection parked: its client may resume it");
@@ -206,7 +211,8 @@ impl<S: Socket> Connection<S> {
             (Exit::Stalled, None) => {
                 (CloseCode::SlowConsumer.code(), "the client read nothing for the write deadline".into())
             }
-            (Exit::Parked, _) => (1006, "the connection was given up for a resume that did not come".into()),
+            (Exit::Parked, Some(request)) => (request.code.code(), request.reason.to_string()),
+            (Exit::Parked, None) => (1006, "the connection was given up for a resume that did not come".into()),
             (Exit::Io(err), _) => (1006, format!("the connection failed: {err}")),
         }
     }
