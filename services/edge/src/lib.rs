@@ -9,7 +9,9 @@
 //!   adapters `protocol::native` and `protocol::signalr` (codec and HTTP entry each);
 //! - `admission`: the `connect` webhook, limits, first groups, a connection's start and end;
 //! - `session`: the commands of every protocol (join, leave, publish, ping, presence, events);
-//! - `ws`: the WebSocket transport — upgrade, RFC 6455 framing, the per-connection task;
+//! - `ws`, `http_transport`: the transports — WebSocket (upgrade, RFC 6455 framing, the
+//!   per-connection task), long polling and Server-Sent Events — for any protocol;
+//! - `resume`, `handover`: parked resumable connections, and moving one between edges;
 //! - `addresses`: connections reached through their own subject;
 //! - `presence`: presence flushes and heartbeats; `events`: connection events for webhooks;
 //! - `auth`, `directory`: client tokens, and the keys and settings cached from the api;
@@ -31,6 +33,7 @@ mod dispatch;
 mod events;
 mod handover;
 pub mod http;
+mod http_transport;
 mod hub;
 mod outbox;
 mod presence;
@@ -65,7 +68,7 @@ pub(crate) struct EdgeState {
     pub(crate) events: events::ConnectionEvents,
     pub(crate) addresses: addresses::Addresses,
     pub(crate) parked: resume::Parked,
-    pub(crate) signalr: protocol::signalr::Registry,
+    pub(crate) http_connections: http_transport::Registry,
     draining: AtomicBool,
     /// The node has told the cluster it exists (its first heartbeat went out): until then it
     /// is not ready, so no client lands on a node presence queries do not know of.
@@ -109,7 +112,7 @@ impl Edge {
             events,
             addresses: addresses::Addresses::default(),
             parked: resume::Parked::default(),
-            signalr: protocol::signalr::Registry::default(),
+            http_connections: http_transport::Registry::default(),
             draining: AtomicBool::new(false),
             announced: AtomicBool::new(false),
         });

@@ -17,22 +17,18 @@ mod codec;
 mod negotiate;
 mod transport;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use parking_lot::Mutex;
 use signalbox_bus::ReplyTo;
 use signalbox_core::token::TokenError;
-use signalbox_core::{AppId, ClientClaims, ConnectionId, UserId, signalr as tokens};
+use signalbox_core::{ClientClaims, UserId, signalr as tokens};
 
 use crate::EdgeState;
 use crate::auth::{self, AuthError, Authorized};
-use crate::conn::Conn;
 use crate::directory::LookupError;
 pub(crate) use codec::SignalR;
-use transport::HttpConnection;
 
 /// The SignalR routes: `/client/negotiate` and `/client/`.
 pub(crate) fn routes() -> Router<Arc<EdgeState>> {
@@ -56,24 +52,6 @@ pub(crate) async fn transport(edge: Arc<EdgeState>, request: axum::extract::Requ
         http::Method::POST => transport::send.call(request, edge).await,
         http::Method::DELETE => transport::delete.call(request, edge).await,
         _ => http::StatusCode::METHOD_NOT_ALLOWED.into_response(),
-    }
-}
-
-/// The SignalR connections of this node on an HTTP transport (Server-Sent Events, long
-/// polling), by app and id.
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    http: Mutex<HashMap<(AppId, ConnectionId), Arc<HttpConnection>>>,
-}
-
-impl Registry {
-    /// Forgets a connection's HTTP transport once it has ended.
-    fn forget(&self, conn: &Conn) {
-        let mut http = self.http.lock();
-        let key = (conn.scope.app.clone(), conn.id.clone());
-        if http.get(&key).is_some_and(|h| h.conn.key == conn.key) {
-            http.remove(&key);
-        }
     }
 }
 

@@ -5,27 +5,22 @@
 //! - `GET` with `Accept: text/event-stream`: Server-Sent Events carry what the server sends;
 //!   the client sends with `POST`;
 //! - any other `GET`: a long poll. The first poll opens the connection and returns at once;
-//!   later ones wait up to [`POLL_TIMEOUT`] for messages (`200`, empty on timeout), a newer
+//!   later ones wait up to `POLL_TIMEOUT` (20 s) for messages (`200`, empty on timeout), a newer
 //!   poll ends the waiting one with `204`, and a poll after the connection ended gets `204`.
 //! - `POST`: messages from the client (`200`); a second `POST` while one is in progress gets
 //!   `409`; an unknown or ended connection `404`.
 //! - `DELETE`: the client ends a long-polling connection (`202`).
 //!
 //! An HTTP request for a connection another edge holds is forwarded to it on the
-//! connection's subject and answered with that edge's answer.
+//! connection's subject and answered with that edge's answer. The transports themselves are
+//! the protocol-free `http_transport` and `ws`; this module is SignalR's way in to them.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use signalbox_bus::{BusError, ReplyTo};
@@ -41,23 +36,13 @@ use crate::admission::{self, Admission, Admitted, Handshake};
 use crate::auth::Authorized;
 use crate::conn::Conn;
 use crate::handover::{self, TakeOver};
-use crate::outbox::{CloseRequest, Taken};
+use crate::http_transport::long_polling::{self, Polled};
+use crate::http_transport::{HttpConnection, Received, event_stream};
+use crate::outbox::CloseRequest;
 use crate::problem::problem;
 use crate::protocol::{Encoding, Format, Outbound, Transport};
-use crate::session::Session;
 use crate::ws;
 
-/// How long a long poll waits for something to send.
-pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(20);
-/// A long-polling connection with no poll for this long is gone.
-const POLL_ABANDONED_SECS: u32 = 30;
-/// How often long-polling connections are checked for abandonment.
-const REAP_EVERY: Duration = Duration::from_secs(5);
-/// How long an event stream may leave a requested close unseen before its connection is
-/// ended without it (see [`watch_event_stream`]).
-const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// How often an event stream's connection is checked for such a close.
-const STREAM_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// How long a forwarded send may take (it waits for the upstream's answers).
 const SEND_FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest body of a send (what axum's default body limit allowed before).
@@ -92,59 +77,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TransportQuery {
         }
         Ok(query)
     }
-}
-
-/// A SignalR connection on an HTTP transport.
-#[derive(Debug)]
-pub(crate) struct HttpConnection {
-    pub(super) conn: Arc<Conn>,
-    /// The user of the token that opened it (the `connect` webhook may have changed the
-    /// connection's user): every later request must carry a token of this user.
-    token_user: Option<String>,
-    session: tokio::sync::Mutex<Session>,
-    /// Bumped by every poll: a waiting poll that sees a newer one ends with `204`.
-    polls: tokio::sync::watch::Sender<u64>,
-    /// Polls in progress, and when the last one started or ended (hub seconds).
-    polling: AtomicU32,
-    last_poll: AtomicU32,
-    /// The Close message went out: the next poll ends the connection.
-    close_sent: AtomicBool,
-    finished: AtomicBool,
-}
-
-impl HttpConnection {
-    fn new(edge: &EdgeState, session: Session, token_user: Option<String>) -> Arc<Self> {
-        let conn = Arc::clone(session.conn());
-        Arc::new(Self {
-            conn,
-            token_user,
-            session: tokio::sync::Mutex::new(session),
-            polls: tokio::sync::watch::Sender::new(0),
-            polling: AtomicU32::new(0),
-            last_poll: AtomicU32::new(edge.hub.now_secs()),
-            close_sent: AtomicBool::new(false),
-            finished: AtomicBool::new(false),
-        })
-    }
-
-    fn touch(&self, edge: &EdgeState) {
-        let now = edge.hub.now_secs();
-        self.last_poll.store(now, Ordering::Relaxed);
-        self.conn.touch(now);
-    }
-}
-
-/// Ends an HTTP-transport connection once: the `disconnected` event, then it leaves the hub.
-fn finish(edge: &EdgeState, http: &HttpConnection, code: CloseCode, reason: &str) {
-    if http.finished.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    http.conn.close(CloseRequest::new(code, reason.to_owned()));
-    http.polls.send_modify(|n| *n += 1);
-    edge.signalr.forget(&http.conn);
-    admission::finish(edge, &http.conn, code.code(), reason);
-    metrics::counter!("signalbox_disconnects_total", "code" => code.code().to_string()).increment(1);
-    tracing::debug!(connection = %http.conn.id, code = code.code(), reason, "SignalR connection closed");
 }
 
 /// The connection a transport request names, once its tokens are checked.
@@ -201,8 +133,7 @@ async fn address(
 }
 
 fn local(edge: &EdgeState, addressed: &Addressed) -> Option<Arc<HttpConnection>> {
-    let key = (addressed.scope.app.clone(), addressed.id.clone());
-    edge.signalr.http.lock().get(&key).filter(|h| h.conn.scope == addressed.scope).cloned()
+    edge.http_connections.get(&addressed.scope.app, &addressed.id).filter(|h| h.conn.scope == addressed.scope)
 }
 
 fn reply(status: StatusCode, body: Bytes) -> Response {
@@ -210,10 +141,6 @@ fn reply(status: StatusCode, body: Bytes) -> Response {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
     response
-}
-
-fn same_user(http: &HttpConnection, user: Option<&str>) -> bool {
-    http.token_user.as_deref() == user
 }
 
 /// Admits a connection on `transport` (limits, `connect` webhook, groups): it speaks JSON
@@ -301,7 +228,7 @@ pub(crate) async fn get(
         return event_stream(edge, addressed, &handshake).await;
     }
     if let Some(http) = local(&edge, &addressed) {
-        if !same_user(&http, addressed.authorized.claims.sub.as_ref().map(|u| u.as_str())) {
+        if !http.same_user(addressed.authorized.claims.sub.as_ref().map(|u| u.as_str())) {
             return no_connection();
         }
         let (status, body) = poll(&edge, &http).await;
@@ -362,99 +289,9 @@ async fn open_long_polling(
         Ok(admitted) => admitted,
         Err(request) => return Err(Box::new(refusal(&request))),
     };
-    let http = register(edge, admission::start(edge, admitted).await, token_user);
-    tokio::spawn(reap(Arc::clone(edge), Arc::clone(&http)));
+    let http = HttpConnection::register(edge, admission::start(edge, admitted).await, token_user);
+    long_polling::watch(Arc::clone(edge), Arc::clone(&http));
     Ok(http)
-}
-
-fn register(edge: &EdgeState, session: Session, token_user: Option<String>) -> Arc<HttpConnection> {
-    let http = HttpConnection::new(edge, session, token_user);
-    let key = (http.conn.scope.app.clone(), http.conn.id.clone());
-    edge.signalr.http.lock().insert(key, Arc::clone(&http));
-    http
-}
-
-/// Ends long-polling connections whose client stopped polling.
-async fn reap(edge: Arc<EdgeState>, http: Arc<HttpConnection>) {
-    loop {
-        tokio::time::sleep(REAP_EVERY).await;
-        if http.finished.load(Ordering::Acquire) {
-            return;
-        }
-        if http.polling.load(Ordering::Acquire) > 0 {
-            continue;
-        }
-        let idle = edge.hub.now_secs().saturating_sub(http.last_poll.load(Ordering::Relaxed));
-        let closing = http.conn.outbox.close_request();
-        if let Some(request) = closing.filter(|_| idle >= REAP_EVERY.as_secs() as u32) {
-            finish(&edge, &http, request.code, &request.reason);
-        } else if idle >= POLL_ABANDONED_SECS {
-            finish(&edge, &http, CloseCode::HeartbeatTimeout, "the client stopped polling");
-        }
-    }
-}
-
-/// One long poll on the connection this node holds.
-async fn poll(edge: &EdgeState, http: &HttpConnection) -> (StatusCode, Bytes) {
-    if http.conn.format().transport != Transport::LongPolling {
-        return (StatusCode::BAD_REQUEST, Bytes::from_static(b"Cannot change transports mid-connection"));
-    }
-    let mut generation = 0;
-    http.polls.send_modify(|n| {
-        *n += 1;
-        generation = *n;
-    });
-    let mut newer = http.polls.subscribe();
-    http.polling.fetch_add(1, Ordering::AcqRel);
-    http.touch(edge);
-    let deadline = tokio::time::sleep(POLL_TIMEOUT);
-    tokio::pin!(deadline);
-    let answer = loop {
-        if http.finished.load(Ordering::Acquire) {
-            break (StatusCode::NO_CONTENT, Bytes::new());
-        }
-        let taken = poll_fn(|cx| {
-            let mut frames = VecDeque::new();
-            http.conn.outbox.poll_take(cx, &mut frames).map(|taken| (taken, frames))
-        });
-        tokio::select! {
-            (taken, frames) = taken => match taken {
-                Taken::Frames => break (StatusCode::OK, concat(frames)),
-                // Ended by the client (`DELETE`): nothing more to say.
-                Taken::Close(_) if http.finished.load(Ordering::Acquire) => {
-                    break (StatusCode::NO_CONTENT, Bytes::new());
-                }
-                Taken::Close(request) => {
-                    if !http.close_sent.swap(true, Ordering::AcqRel) {
-                        let goodbye = http.conn.format().encode(&Outbound::Close(&request)).unwrap_or_default();
-                        break (StatusCode::OK, goodbye);
-                    }
-                    finish(edge, http, request.code, &request.reason);
-                    break (StatusCode::NO_CONTENT, Bytes::new());
-                }
-            },
-            changed = newer.changed() => {
-                if changed.is_err() || *newer.borrow_and_update() != generation {
-                    break (StatusCode::NO_CONTENT, Bytes::new());
-                }
-            }
-            () = &mut deadline => break (StatusCode::OK, Bytes::new()),
-        }
-    };
-    http.polling.fetch_sub(1, Ordering::AcqRel);
-    http.touch(edge);
-    answer
-}
-
-fn concat(frames: VecDeque<Bytes>) -> Bytes {
-    if frames.len() == 1 {
-        return frames.into_iter().next().unwrap_or_default();
-    }
-    let mut out = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-    for frame in frames {
-        out.put_slice(&frame);
-    }
-    out.freeze()
 }
 
 /// `POST /client/?hub=…&id=…`: messages from the client. The tokens are checked before the
@@ -503,17 +340,14 @@ pub(crate) async fn send(
 }
 
 async fn deliver_send(edge: &EdgeState, http: &HttpConnection, user: Option<&str>, body: &[u8]) -> (StatusCode, Bytes) {
-    if !same_user(http, user) || http.finished.load(Ordering::Acquire) || http.conn.outbox.is_closing() {
+    if !http.same_user(user) {
         return (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID"));
     }
-    let Ok(mut session) = http.session.try_lock() else {
-        return (StatusCode::CONFLICT, Bytes::from_static(b"Another send request is in progress."));
-    };
-    http.conn.touch(edge.hub.now_secs());
-    if let Some(calls) = session.on_data(body) {
-        calls.await;
+    match http.receive(edge, body).await {
+        Received::Taken => (StatusCode::OK, Bytes::new()),
+        Received::Busy => (StatusCode::CONFLICT, Bytes::from_static(b"Another send request is in progress.")),
+        Received::Gone => (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID")),
     }
-    (StatusCode::OK, Bytes::new())
 }
 
 /// A send body that could not be read: too large, or it broke off (or came too late: the
@@ -558,17 +392,27 @@ pub(crate) async fn delete(
 }
 
 fn deliver_delete(edge: &EdgeState, http: &HttpConnection, user: Option<&str>) -> (StatusCode, Bytes) {
-    if !same_user(http, user) {
+    if !http.same_user(user) {
         return (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID"));
     }
-    if http.conn.format().transport != Transport::LongPolling {
+    if !long_polling::end(edge, http) {
         return (
             StatusCode::BAD_REQUEST,
             Bytes::from_static(b"Cannot terminate this connection using the DELETE endpoint."),
         );
     }
-    finish(edge, http, CloseCode::Normal, "the client ended the connection");
     (StatusCode::ACCEPTED, Bytes::new())
+}
+
+/// A long poll, as SignalR clients read its answer.
+async fn poll(edge: &EdgeState, http: &HttpConnection) -> (StatusCode, Bytes) {
+    match long_polling::poll(edge, http).await {
+        Polled::Frames(frames) => (StatusCode::OK, frames),
+        Polled::Ended => (StatusCode::NO_CONTENT, Bytes::new()),
+        Polled::WrongTransport => {
+            (StatusCode::BAD_REQUEST, Bytes::from_static(b"Cannot change transports mid-connection"))
+        }
+    }
 }
 
 enum Forwarded {
@@ -588,7 +432,7 @@ async fn forward(edge: &EdgeState, addressed: &Addressed, kind: TransportKind, b
         user: addressed.authorized.claims.sub.as_ref().map(ToString::to_string),
     };
     let timeout = match kind {
-        TransportKind::Poll => POLL_TIMEOUT + Duration::from_secs(5),
+        TransportKind::Poll => long_polling::POLL_TIMEOUT + Duration::from_secs(5),
         TransportKind::Send => SEND_FORWARD_TIMEOUT,
         TransportKind::Delete | TransportKind::Describe | TransportKind::Handover => edge.hub.config.api_timeout,
     };
@@ -620,14 +464,14 @@ async fn forward(edge: &EdgeState, addressed: &Addressed, kind: TransportKind, b
 pub(super) async fn answer_forwarded(edge: Arc<EdgeState>, reply_to: Option<ReplyTo>, request: TransportRequest) {
     let Some(reply_to) = reply_to else { return };
     let key = signalbox_core::AppId::new(&request.app).ok().zip(ConnectionId::new(&request.connection).ok());
-    let http = key.and_then(|key| edge.signalr.http.lock().get(&key).cloned());
+    let http = key.and_then(|(app, id)| edge.http_connections.get(&app, &id));
     let (status, body) = match http {
         // Ended here a moment ago (and still answering for it), or never here.
         None => (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID")),
         Some(http) => {
             let user = request.user.as_deref();
             match TransportKind::try_from(request.kind) {
-                Ok(TransportKind::Poll) if same_user(&http, user) => poll(&edge, &http).await,
+                Ok(TransportKind::Poll) if http.same_user(user) => poll(&edge, &http).await,
                 Ok(TransportKind::Poll) => (StatusCode::NOT_FOUND, Bytes::from_static(b"No Connection with that ID")),
                 Ok(TransportKind::Send) => deliver_send(&edge, &http, user, &request.body).await,
                 Ok(TransportKind::Delete) => deliver_delete(&edge, &http, user),
@@ -660,108 +504,6 @@ async fn event_stream(edge: Arc<EdgeState>, addressed: Addressed, handshake: &Ha
         Ok(admitted) => admitted,
         Err(request) => return refusal(&request),
     };
-    let http = register(&edge, admission::start(&edge, admitted).await, token_user);
-    tokio::spawn(watch_event_stream(Arc::clone(&edge), Arc::clone(&http)));
-    let stream = EventStream { edge, http, started: false, done: false };
-    let mut response = axum::body::Body::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Proxies such as nginx must not buffer the stream.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
-/// Ends an event stream's connection whose close the stream cannot see. hyper polls a
-/// response body only while it can write, so for a client that reads nothing a slow-consumer
-/// or heartbeat close would never reach [`EventStream`], and the connection would stay in the
-/// hub (counted, in its groups, never reported disconnected) for as long as the socket lives.
-/// If the client reads again later, the stream still sends it the Close message.
-async fn watch_event_stream(edge: Arc<EdgeState>, http: Arc<HttpConnection>) {
-    let mut closing_since = None;
-    loop {
-        tokio::time::sleep(STREAM_WATCH_EVERY).await;
-        if http.finished.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(request) = http.conn.outbox.close_request() else { continue };
-        let since = *closing_since.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() >= STREAM_CLOSE_GRACE {
-            tracing::debug!(connection = %http.conn.id, code = request.code.code(), "ending an event stream that is not read");
-            finish(&edge, &http, request.code, &request.reason);
-            return;
-        }
-    }
-}
-
-/// The body of a Server-Sent Events response: what the connection's outbox holds, as
-/// `data:` lines. Dropped when the client goes away, which ends the connection.
-struct EventStream {
-    edge: Arc<EdgeState>,
-    http: Arc<HttpConnection>,
-    started: bool,
-    done: bool,
-}
-
-/// Appends one event carrying `payload` (each line of it a `data:` line).
-fn push_event(out: &mut BytesMut, payload: &[u8]) {
-    for line in payload.split(|&b| b == b'\n' || b == b'\r') {
-        out.put_slice(b"data: ");
-        out.put_slice(line);
-        out.put_slice(b"\r\n");
-    }
-    out.put_slice(b"\r\n");
-}
-
-impl futures_util::Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if !self.started {
-            // A comment first: some browsers fire `open` only once something arrived.
-            self.started = true;
-            return Poll::Ready(Some(Ok(Bytes::from_static(b":\r\n\r\n"))));
-        }
-        let mut frames = VecDeque::new();
-        match self.http.conn.outbox.poll_take(cx, &mut frames) {
-            Poll::Ready(Taken::Frames) => {
-                let mut out = BytesMut::with_capacity(frames.iter().map(|f| f.len() + 16).sum());
-                push_event(&mut out, &concat(frames));
-                Poll::Ready(Some(Ok(out.freeze())))
-            }
-            Poll::Ready(Taken::Close(request)) => {
-                self.done = true;
-                finish(&self.edge, &self.http, request.code, &request.reason);
-                let mut out = BytesMut::new();
-                if let Some(goodbye) = self.http.conn.format().encode(&Outbound::Close(&request)) {
-                    push_event(&mut out, &goodbye);
-                }
-                Poll::Ready(Some(Ok(out.freeze())))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        if !self.done {
-            finish(&self.edge, &self.http, CloseCode::GoingAway, "the client closed the event stream");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_put_every_line_in_a_data_field() {
-        let mut out = BytesMut::new();
-        push_event(&mut out, b"{\"a\":\n1}\x1e");
-        assert_eq!(&out[..], b"data: {\"a\":\r\ndata: 1}\x1e\r\n\r\n");
-    }
+    let http = HttpConnection::register(&edge, admission::start(&edge, admitted).await, token_user);
+    event_stream::response(edge, http)
 }
