@@ -56,7 +56,7 @@ async fn long_polling_works_through_any_edge() {
     assert!(gone.is_ok(), "publishing to a gone connection is accepted and goes nowhere (at most once)");
 }
 
-fn urlencode(raw: &str) -> String {
+pub(super) fn urlencode(raw: &str) -> String {
     raw.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
@@ -88,16 +88,21 @@ async fn signalr_socket(
 }
 
 async fn negotiate_hub(base: &str, hub: &str, token: &str) -> (String, String) {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/client/negotiate?hub={hub}&negotiateVersion=1"))
+    let body = negotiate_with(base, hub, token, "").await;
+    (body["connectionId"].as_str().expect("id").to_owned(), body["connectionToken"].as_str().expect("token").to_owned())
+}
+
+/// Negotiates (version 1, with `extra` query parameters): the answer.
+pub(super) async fn negotiate_with(base: &str, hub: &str, token: &str, extra: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}/client/negotiate?hub={hub}&negotiateVersion=1{extra}"))
         .bearer_auth(token)
         .send()
         .await
         .expect("negotiate")
         .json()
         .await
-        .expect("json");
-    (body["connectionId"].as_str().expect("id").to_owned(), body["connectionToken"].as_str().expect("token").to_owned())
+        .expect("json")
 }
 
 /// Invokes `target` and returns the Completion.

@@ -11,6 +11,8 @@ use signalbox_sdk::server::Message;
 use signalbox_tests::{Signalbox, TestApp, within};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use super::signalr::{negotiate_with, urlencode};
+
 const RS: char = '\u{1e}';
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -54,26 +56,9 @@ impl Client {
     }
 }
 
-fn urlencode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 /// Negotiates with `useStatefulReconnect=true`: the connection id and token.
 async fn negotiate(base: &str, token: &str) -> (String, String) {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/client/negotiate?hub=chat&negotiateVersion=1&useStatefulReconnect=true"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("negotiate")
-        .json()
-        .await
-        .expect("json");
+    let body = negotiate_with(base, "chat", token, "&useStatefulReconnect=true").await;
     assert_eq!(body["useStatefulReconnect"], true, "{body}");
     (body["connectionId"].as_str().expect("id").to_owned(), body["connectionToken"].as_str().expect("token").to_owned())
 }

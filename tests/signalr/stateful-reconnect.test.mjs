@@ -100,6 +100,13 @@ function statefulConnection(baseUrl, user, { messagepack = false, reconnect, sig
   return builder.build();
 }
 
+/** The client kept its connection: connected, the same id, never closed. */
+function assertResumed(connection, id, closed) {
+  assert.equal(connection.state, HubConnectionState.Connected);
+  assert.equal(connection.connectionId, id, "the same connection");
+  assert.equal(closed, false);
+}
+
 /** Sends `tick(n)` to a user through the REST API. */
 function tick(user, n, target) {
   return azureRest("POST", `/api/hubs/chat/users/${user}/:send`, { target: "tick", arguments: [n] }, target);
@@ -150,10 +157,7 @@ describe("stateful reconnect", () => {
         for (let n = 31; n <= 35; n++) assert.equal((await tick(user, n)).status, 202);
         await eventually(async () => got.length >= 35, "the messages after the second resume");
         assert.deepEqual(got, Array.from({ length: 35 }, (_, i) => i + 1));
-
-        assert.equal(connection.state, HubConnectionState.Connected);
-        assert.equal(connection.connectionId, id, "the same connection");
-        assert.equal(closed, false);
+        assertResumed(connection, id, closed);
       } finally {
         await connection.stop();
         await proxy.close();
@@ -223,9 +227,7 @@ describe("stateful reconnect across edges", { skip: clusterUnavailable() ?? fals
 
       // The connection lives on the other edge now: the backend still finds it.
       assert.equal((await azureRest("HEAD", `/api/hubs/chat/connections/${id}`, undefined, rest)).status, 200);
-      assert.equal(connection.state, HubConnectionState.Connected);
-      assert.equal(connection.connectionId, id, "the same connection");
-      assert.equal(closed, false);
+      assertResumed(connection, id, closed);
     } finally {
       await connection.stop();
       await proxy.close();
