@@ -188,7 +188,7 @@ describe("stateful reconnect across edges", { skip: clusterUnavailable() ?? fals
   let signer;
 
   before(async () => {
-    cluster = await startCluster({ edges: 2, edgeArgs: ["--drain-seconds", "1"] });
+    cluster = await startCluster({ edges: 3, edgeArgs: ["--drain-seconds", "1"] });
     const created = await createApp(cluster.api);
     rest = { url: cluster.api.url, accessKey: created.key.credential };
     signer = created.appClient;
@@ -198,39 +198,43 @@ describe("stateful reconnect across edges", { skip: clusterUnavailable() ?? fals
     await cluster?.dispose();
   });
 
-  test("an edge restarts under a client: it resumes on the other edge with every message, in order, once", async () => {
-    let target = cluster.edges[0];
-    const proxy = await startProxy(() => ({ host: "127.0.0.1", port: target.port }));
-    const user = "traveller";
-    const connection = statefulConnection(proxy.url, user, { signer });
-    const got = [];
-    connection.on("tick", (n) => got.push(n));
-    let closed = false;
-    connection.onclose(() => (closed = true));
-    await connection.start();
-    const id = connection.connectionId;
-    try {
-      for (let n = 1; n <= 5; n++) assert.equal((await tick(user, n, rest)).status, 202);
-      await eventually(async () => got.length === 5, "the first five");
+  // Each test drains the edge its client is on, and the client moves to the next one.
+  for (const [index, messagepack] of [[0, false], [1, true]]) {
+    const name = messagepack ? "MessagePack" : "JSON";
+    test(`${name}: an edge restarts under a client: it resumes on the next edge with every message, in order, once`, async () => {
+      let target = cluster.edges[index];
+      const proxy = await startProxy(() => ({ host: "127.0.0.1", port: target.port }));
+      const user = `traveller-${name}`;
+      const connection = statefulConnection(proxy.url, user, { signer, messagepack });
+      const got = [];
+      connection.on("tick", (n) => got.push(n));
+      let closed = false;
+      connection.onclose(() => (closed = true));
+      await connection.start();
+      const id = connection.connectionId;
+      try {
+        for (let n = 1; n <= 5; n++) assert.equal((await tick(user, n, rest)).status, 202);
+        await eventually(async () => got.length === 5, "the first five");
 
-      // The edge drains (a rolling restart): its socket goes, the client's new one reaches the
-      // other edge, which takes the connection over. Messages keep coming all along.
-      target = cluster.edges[1];
-      const stopped = cluster.edges[0].child.stop("SIGTERM");
-      for (let n = 6; n <= 40; n++) {
-        assert.equal((await tick(user, n, rest)).status, 202);
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        // The edge drains (a rolling restart): its socket goes, the client's new one reaches
+        // the next edge, which takes the connection over. Messages keep coming all along.
+        target = cluster.edges[index + 1];
+        const stopped = cluster.edges[index].child.stop("SIGTERM");
+        for (let n = 6; n <= 40; n++) {
+          assert.equal((await tick(user, n, rest)).status, 202);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        await eventually(async () => got.length >= 40, "every message after the move");
+        assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i + 1), "in order, each once");
+        assert.equal((await stopped).code, 0, "the drained edge exited cleanly");
+
+        // The connection lives on the next edge now: the backend still finds it.
+        assert.equal((await azureRest("HEAD", `/api/hubs/chat/connections/${id}`, undefined, rest)).status, 200);
+        assertResumed(connection, id, closed);
+      } finally {
+        await connection.stop();
+        await proxy.close();
       }
-      await eventually(async () => got.length >= 40, "every message after the move");
-      assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i + 1), "in order, each once");
-      assert.equal((await stopped).code, 0, "the drained edge exited cleanly");
-
-      // The connection lives on the other edge now: the backend still finds it.
-      assert.equal((await azureRest("HEAD", `/api/hubs/chat/connections/${id}`, undefined, rest)).status, 200);
-      assertResumed(connection, id, closed);
-    } finally {
-      await connection.stop();
-      await proxy.close();
-    }
-  });
+    });
+  }
 });
