@@ -10,11 +10,13 @@
 #   4. tests the Helm chart and lints the Dockerfile without a cluster (scripts/chart-test.sh:
 #      helm, kubernetes-validate and hadolint installed into .cache/ once, then a few
 #      seconds); SIGNALBOX_TEST_CHART=0 skips this step;
-#   4b. runs the SignalR tests of two Python clients from PyPI (signalrcore, pysignalr; into
-#      .cache/pyclients once); SIGNALBOX_TEST_PY=0 skips this step;
-#   5. runs the TypeScript SDK's, the chat demo's and the SignalR client's tests (node --test;
-#      the unmodified @microsoft/signalr from npm) against the debug signalbox binary that step 3 built, with headless Chromium (installed from Debian if
-#      it is missing) for the demo's browser test; SIGNALBOX_TEST_JS=0 skips this step;
+#   4b. runs the tests of Python libraries from PyPI — two SignalR clients (signalrcore,
+#      pysignalr) and Pusher's server library (pusher) — into .cache/pyclients once;
+#      SIGNALBOX_TEST_PY=0 skips this step;
+#   5. runs the TypeScript SDK's, the chat demo's, the SignalR client's and the Pusher tests
+#      (node --test; the unmodified @microsoft/signalr, pusher-js and pusher from npm) against
+#      the debug signalbox binary that step 3 built, with headless Chromium (installed from
+#      Debian if it is missing) for the demo's browser test; SIGNALBOX_TEST_JS=0 skips this step;
 #   6. stops the Postgres it started.
 # Any failing step fails the command.
 # Extra arguments go to the cargo test runner: scripts/test.sh -E 'test(cluster)'.
@@ -119,7 +121,7 @@ else
   [ "$CHART_STATUS" -eq 0 ] || log "the chart tests failed (exit $CHART_STATUS)"
 fi
 
-# --- 4b. SignalR with two Python clients from PyPI (signalrcore, pysignalr) -------------
+# --- 4b. Python libraries from PyPI: SignalR clients and Pusher's server library ----------
 PY_STATUS=0
 if [ "${SIGNALBOX_TEST_PY:-1}" = "0" ]; then
   log "SIGNALBOX_TEST_PY=0: skipping the Python SignalR clients"
@@ -127,14 +129,16 @@ else
   PY_BIN=${SIGNALBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/signalbox}
   [ -x "$PY_BIN" ] || cargo build -p signalbox
   PYCLIENTS="$CACHE/pyclients"
-  if ! "$PYCLIENTS/bin/python" -c 'import signalrcore, pysignalr' 2>/dev/null; then
-    log "installing signalrcore and pysignalr from PyPI into .cache/pyclients"
+  if ! "$PYCLIENTS/bin/python" -c 'import signalrcore, pysignalr, pusher' 2>/dev/null; then
+    log "installing signalrcore, pysignalr and pusher from PyPI into .cache/pyclients"
     rm -rf "$PYCLIENTS"
     python3 -m venv "$PYCLIENTS"
-    "$PYCLIENTS/bin/pip" install --quiet --disable-pip-version-check signalrcore==1.0.2 pysignalr==1.3.3
+    "$PYCLIENTS/bin/pip" install --quiet --disable-pip-version-check signalrcore==1.0.2 pysignalr==1.3.3 pusher==3.3.4
   fi
-  log "running the Python SignalR client tests (signalrcore, pysignalr)"
+  log "running the Python client tests (signalrcore, pysignalr; the pusher server library)"
   SIGNALBOX_BIN="$PY_BIN" "$PYCLIENTS/bin/python" -m unittest discover -s "$ROOT/tests/signalr-python" -v ||
+    PY_STATUS=$?
+  SIGNALBOX_BIN="$PY_BIN" "$PYCLIENTS/bin/python" -m unittest discover -s "$ROOT/tests/pusher-python" -v ||
     PY_STATUS=$?
   [ "$PY_STATUS" -eq 0 ] || log "the Python SignalR client tests failed (exit $PY_STATUS)"
 fi
@@ -166,9 +170,11 @@ log "installing the SDK's and the demo's npm packages and building the SDK"
 (cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 (cd examples/chat && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/signalr && npm ci --no-audit --no-fund --loglevel=error)
-log "running the TypeScript SDK, chat demo and SignalR client tests (node --test)"
+(cd tests/pusher && npm ci --no-audit --no-fund --loglevel=error)
+log "running the TypeScript SDK, chat demo, SignalR and Pusher client tests (node --test)"
 JS_STATUS=0
-node --test sdk/js/test/*.test.mjs examples/chat/test/*.test.mjs tests/signalr/*.test.mjs || JS_STATUS=$?
+node --test sdk/js/test/*.test.mjs examples/chat/test/*.test.mjs tests/signalr/*.test.mjs tests/pusher/*.test.mjs ||
+  JS_STATUS=$?
 [ "$CARGO_STATUS" -eq 0 ] || log "the cargo tests failed (exit $CARGO_STATUS)"
 [ "$JS_STATUS" -eq 0 ] || log "the TypeScript tests failed (exit $JS_STATUS)"
 [ "$CARGO_STATUS" -eq 0 ] && [ "$JS_STATUS" -eq 0 ] && [ "$CHART_STATUS" -eq 0 ] && [ "$FUZZ_STATUS" -eq 0 ] &&

@@ -163,6 +163,7 @@ impl Api {
         let openapi = routes::openapi::complete(openapi);
         router
             .merge(routes::signalr::router())
+            .merge(routes::pusher::router())
             .with_state(Arc::clone(&self.state))
             .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
             .method_not_allowed_fallback(error::method_not_allowed)

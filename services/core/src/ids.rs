@@ -291,6 +291,14 @@ impl ConnectionId {
         self.0.len() == SIGNALR_ID_LEN && self.0.bytes().all(|b| ID_ALPHABET.contains(&b))
     }
 
+    /// Whether the id has the shape of a Pusher connection id (`{digits}-{digits}`, its socket
+    /// id with a `-` for the `.`).
+    pub fn is_pusher(&self) -> bool {
+        self.0.split_once('-').is_some_and(|(a, b)| {
+            [a, b].iter().all(|part| !part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit()))
+        })
+    }
+
     /// The node that holds this connection, if the id has the `{node}_{random}` shape.
     pub fn node(&self) -> Option<NodeId> {
         let (node, rest) = self.0.split_once('_')?;

@@ -9,6 +9,7 @@
 //! - [`scopes`]: what an app key may do;
 //! - [`token`]: client-token claims, HS256 signing and verification;
 //! - [`signalr`]: SignalR connection tokens and Azure SignalR-style access tokens;
+//! - [`pusher`]: Pusher credentials, socket ids and signatures;
 //! - [`codes`]: the one table of close codes and error codes, with what a client should do;
 //! - [`recovery`]: why a group was not recovered after a reconnect;
 //! - [`webhook`]: the events an app's webhooks can ask for;
@@ -23,6 +24,7 @@ pub mod codes;
 pub mod ids;
 pub mod json;
 pub mod permission;
+pub mod pusher;
 pub mod recovery;
 pub mod scopes;
 pub mod settings;

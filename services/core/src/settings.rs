@@ -16,6 +16,26 @@ pub struct AppSettings {
     pub history: HistorySettings,
     pub presence: PresenceSettings,
     pub webhooks: WebhookSettings,
+    pub pusher: PusherSettings,
+}
+
+/// Pusher Channels clients and server libraries (docs/pusher.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PusherSettings {
+    /// Accept Pusher clients at `/app/{key}`. Off by default: in Pusher's model the key is
+    /// public and every group not named `private-…` or `presence-…` is a public channel any
+    /// holder of the key may subscribe to.
+    pub enabled: bool,
+    /// Pusher clients may send client events (`client-…`) on the private channels they are in.
+    #[schema(default = true)]
+    pub client_events: bool,
+}
+
+impl Default for PusherSettings {
+    fn default() -> Self {
+        Self { enabled: false, client_events: true }
+    }
 }
 
 /// What group members hear when others join or leave.

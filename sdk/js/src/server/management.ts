@@ -26,6 +26,8 @@ export interface CreatedKey {
   secret: string;
   /** The REST credential `{id}.{secret}`: what `AppClient` takes. Shown once. */
   credential: string;
+  /** The same key as Pusher Channels credentials (docs/pusher.md). Shown once. */
+  pusher: { app_id: string; key: string; secret: string };
 }
 
 export type KeyScope = "publish" | "groups" | "tokens" | "read";

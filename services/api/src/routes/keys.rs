@@ -63,6 +63,18 @@ pub(crate) struct CreatedKey {
     secret: String,
     /// The REST credential: `Authorization: Bearer {credential}` (`{id}.{secret}`).
     credential: String,
+    /// The same key as Pusher's libraries take it (docs/pusher.md).
+    pusher: PusherCredentials,
+}
+
+/// A key as Pusher Channels credentials: `app_id` a number derived from the app id, `key` the
+/// key id, `secret` the key's secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PusherCredentials {
+    #[schema(example = "93485730276381")]
+    app_id: String,
+    key: String,
+    secret: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,7 +159,12 @@ pub(crate) async fn create_key(
     state.store.create_key(&record).await?;
     tracing::info!(app = %record.app_id, key = %record.id, "key created");
     let credential = format!("{}.{secret}", record.id);
-    Ok((StatusCode::CREATED, axum::Json(CreatedKey { key: Key::from(&record), secret, credential })))
+    let pusher = PusherCredentials {
+        app_id: signalbox_core::pusher::app_number(&record.app_id).to_string(),
+        key: record.id.to_string(),
+        secret: secret.clone(),
+    };
+    Ok((StatusCode::CREATED, axum::Json(CreatedKey { key: Key::from(&record), secret, credential, pusher })))
 }
 
 /// List an app's keys, revoked ones included, oldest first.

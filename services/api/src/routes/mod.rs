@@ -8,6 +8,7 @@ mod keys;
 mod messages;
 pub(crate) mod openapi;
 mod presence;
+pub(crate) mod pusher;
 mod schemas;
 pub(crate) mod signalr;
 mod tenants;
@@ -162,7 +163,10 @@ pub(crate) fn app_id(raw: &str) -> Result<AppId, ApiError> {
 /// A connection id from a path: a native one (it names its node) or a SignalR one. Anything
 /// else cannot exist.
 pub(crate) fn connection_id(raw: &str) -> Result<ConnectionId, ApiError> {
-    ConnectionId::new(raw).ok().filter(|c| c.node().is_some() || c.is_signalr()).ok_or(ApiError::NotFound("connection"))
+    ConnectionId::new(raw)
+        .ok()
+        .filter(|c| c.node().is_some() || c.is_signalr() || c.is_pusher())
+        .ok_or(ApiError::NotFound("connection"))
 }
 
 pub(crate) fn group_name(raw: &str) -> Result<GroupName, ApiError> {

@@ -80,18 +80,22 @@ impl<'a> Outgoing<'a> {
 }
 
 impl Hub {
-    /// The local connections an envelope excludes (ids of other nodes are skipped without
-    /// a lookup).
+    /// The local connections an envelope excludes.
     fn excluded(&self, envelope: &Envelope) -> Vec<ConnKey> {
         if envelope.exclude.is_empty() {
             return Vec::new();
         }
         let Ok(app) = signalbox_core::AppId::new(&envelope.app) else { return Vec::new() };
         let node = self.config.node.as_str();
+        // Ids of other nodes are skipped without a lookup; ids that name no node (SignalR's,
+        // Pusher's) are looked up.
         envelope
             .exclude
             .iter()
-            .filter(|id| id.strip_prefix(node).is_some_and(|rest| rest.starts_with('_')))
+            .filter(|id| match id.split_once('_') {
+                Some((id_node, _)) => id_node == node,
+                None => true,
+            })
             .filter_map(|id| self.connection(&app, id).map(|c| c.key))
             .collect()
     }

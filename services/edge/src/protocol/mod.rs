@@ -13,6 +13,7 @@
 //! docs/architecture.md, "Adding a protocol".
 
 pub(crate) mod native;
+pub(crate) mod pusher;
 pub(crate) mod signalr;
 
 #[cfg(test)]
@@ -35,10 +36,11 @@ use crate::EdgeState;
 use crate::outbox::CloseRequest;
 use crate::ws::codec;
 
-/// The routes of every protocol's entry: `GET /client` (native), and SignalR's
-/// `/client/negotiate` and `/client/` (also `/client?hub=…`, without the slash).
+/// The routes of every protocol's entry: `GET /client` (native), SignalR's
+/// `/client/negotiate` and `/client/` (also `/client?hub=…`, without the slash), and
+/// Pusher's `/app/{key}`.
 pub(crate) fn routes() -> Router<Arc<EdgeState>> {
-    Router::new().route("/client", any(client)).merge(signalr::routes())
+    Router::new().route("/client", any(client)).merge(signalr::routes()).merge(pusher::routes())
 }
 
 /// `/client`: the native protocol's WebSocket, or a SignalR transport request when the query
@@ -110,6 +112,7 @@ impl Encoding {
     pub(crate) const NATIVE: Self = Self(0);
     pub(crate) const SIGNALR_JSON: Self = Self(1);
     pub(crate) const SIGNALR_MESSAGEPACK: Self = Self(2);
+    pub(crate) const PUSHER: Self = Self(3);
 
     pub(crate) fn protocol(self) -> &'static dyn Protocol {
         PROTOCOLS[usize::from(self.0)]
@@ -122,10 +125,11 @@ impl Encoding {
 }
 
 /// Every protocol the edge speaks, in [`Encoding`] order.
-static PROTOCOLS: [&dyn Protocol; 3] = [
+static PROTOCOLS: [&dyn Protocol; 4] = [
     &native::Native,
     &signalr::SignalR(signalbox_proto::signalr::HubProtocol::Json),
     &signalr::SignalR(signalbox_proto::signalr::HubProtocol::MessagePack),
+    &pusher::Pusher,
 ];
 
 /// What carries a connection's frames.
@@ -270,6 +274,8 @@ pub(crate) struct Input {
     /// The client numbers its counted messages (SignalR's stateful reconnect): set by the
     /// opening that asks for it.
     pub(crate) sequence: Option<Sequencing>,
+    /// The connection's id, for what a client signs with it (Pusher's socket id).
+    pub(crate) connection: Option<signalbox_core::ConnectionId>,
 }
 
 /// The numbering of a client's counted messages, to drop the copies it sends again after a
@@ -317,7 +323,7 @@ impl Input {
     const KEPT_BUFFER: usize = 16 * 1024;
 
     pub(crate) fn new(info: &ProtocolInfo, max_message: usize) -> Self {
-        Self { partial: Vec::new(), opened: info.opening.is_none(), max_message, sequence: None }
+        Self { partial: Vec::new(), opened: info.opening.is_none(), max_message, sequence: None, connection: None }
     }
 
     /// Drops the first `consumed` bytes; refuses a tail that outgrew the message limit.
@@ -349,21 +355,27 @@ pub(crate) enum Command {
     Ack {
         through: u64,
     },
+    /// Joins a group: by the connection's permissions, or by `proof` — a signature of the
+    /// app's backend that grants this one join (Pusher's private channels).
     Join {
         reply: Option<ReplyId>,
         group: GroupName,
         since: Option<u64>,
+        proof: Option<JoinProof>,
     },
     Leave {
         reply: Option<ReplyId>,
         group: GroupName,
     },
+    /// Publishes to a group; `members_only`: only if the connection is in it (Pusher's client
+    /// events).
     Publish {
         reply: Option<ReplyId>,
         group: GroupName,
         event: EventName,
         data: Bytes,
         no_echo: bool,
+        members_only: bool,
     },
     Ping {
         reply: Option<ReplyId>,
@@ -395,6 +407,15 @@ pub(crate) enum Command {
     },
     /// The client says goodbye.
     Close,
+}
+
+/// A backend's signature granting one join: HMAC-SHA256 of `signed` with the secret of the
+/// app key `key` (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JoinProof {
+    pub(crate) key: String,
+    pub(crate) signed: String,
+    pub(crate) signature: String,
 }
 
 /// Input that ends the connection.

@@ -22,6 +22,7 @@ use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::CloseRequest;
 use crate::protocol::{Command, Encoding, Input, Outbound, Violation};
+use requests::PublishFlags;
 pub(crate) use requests::TokenBucket;
 
 /// Unreadable requests in a row after which the connection is closed (4002).
@@ -54,7 +55,8 @@ impl Session {
     pub(crate) fn new(edge: Arc<EdgeState>, conn: Arc<Conn>, permissions: Permissions, groups: Vec<GroupName>) -> Self {
         let limits = &conn.settings.limits;
         let publish_allowance = TokenBucket::new(limits.client_publish_rate, limits.client_publish_burst);
-        let input = Input::new(conn.format().info(), limits.max_message_bytes as usize + MESSAGE_OVERHEAD);
+        let mut input = Input::new(conn.format().info(), limits.max_message_bytes as usize + MESSAGE_OVERHEAD);
+        input.connection = Some(conn.id.clone());
         let hub = Arc::clone(&edge.hub);
         Self {
             edge,
@@ -74,7 +76,7 @@ impl Session {
     /// A connection taken over from another edge, its client's numbering where it was.
     pub(crate) fn resumed(edge: Arc<EdgeState>, conn: Arc<Conn>, permissions: Permissions, input: Input) -> Self {
         let mut session = Self::new(edge, conn, permissions, Vec::new());
-        session.input = input;
+        session.input = Input { connection: session.input.connection.take(), ..input };
         session
     }
 
@@ -130,9 +132,11 @@ impl Session {
         match command {
             Command::Open { encoding, sequenced } => self.open(encoding, sequenced),
             Command::Ack { through } => self.conn.outbox.acknowledge(through),
-            Command::Join { reply, group, since } => self.join(reply, group, since),
+            Command::Join { reply, group, since, proof } => self.join(reply, group, since, proof),
             Command::Leave { reply, group } => self.leave(reply, &group),
-            Command::Publish { reply, group, event, data, no_echo } => self.publish(reply, group, event, data, no_echo),
+            Command::Publish { reply, group, event, data, no_echo, members_only } => {
+                self.publish(reply, group, event, data, PublishFlags { no_echo, members_only });
+            }
             Command::Ping { reply } => self.say(&Outbound::Pong(reply.as_ref())),
             Command::Presence { reply, group } => self.presence(reply, group),
             Command::Event { reply, event, data, invocation_id } => self.event(reply, event, data, invocation_id),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use signalbox_bus::{BusError, Retention};
-use signalbox_core::{Action, ErrorCode, EventName, GroupName, WebhookEvent, clock, ids};
+use signalbox_core::{Action, ErrorCode, EventName, GroupName, KeyId, WebhookEvent, clock, ids};
 use signalbox_proto::ApiOp;
 use signalbox_proto::native::ReplyId;
 use signalbox_proto::presence::PresenceSummary;
@@ -15,8 +15,11 @@ use signalbox_proto::wire::{
 };
 
 use super::{Session, send};
+use crate::EdgeState;
+use crate::conn::Conn;
+use crate::directory::LookupError;
 use crate::hub::JoinError;
-use crate::protocol::{Answer, Outbound};
+use crate::protocol::{Answer, JoinProof, Outbound};
 
 /// Publish allowance: `rate` tokens per second up to `burst`.
 #[derive(Debug)]
@@ -48,6 +51,34 @@ impl TokenBucket {
             false
         }
     }
+}
+
+/// How a publish goes: not to the publisher (`no_echo`); only from a member (`members_only`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PublishFlags {
+    pub(super) no_echo: bool,
+    pub(super) members_only: bool,
+}
+
+/// Checks a join's proof: a signature by a live key of the connection's app.
+async fn check_proof(edge: &EdgeState, conn: &Conn, proof: &JoinProof) -> Result<(), (ErrorCode, String)> {
+    let forbidden = |message: &str| (ErrorCode::Forbidden, message.to_owned());
+    let key_id = KeyId::new(&proof.key).map_err(|_| forbidden("the signature names no key of this app"))?;
+    let key = match edge.directory.key(&conn.scope.app, &key_id).await {
+        Ok(key) if !key.revoked => key,
+        Ok(_) => return Err(forbidden("the signature's key is revoked")),
+        Err(LookupError::NotFound) => return Err(forbidden("the signature names no key of this app")),
+        Err(LookupError::Unavailable) => {
+            return Err((ErrorCode::Unavailable, "cannot check the signature right now; retry".into()));
+        }
+    };
+    if !signalbox_core::pusher::verify(&key.secret, &proof.signed, &proof.signature) {
+        return Err(forbidden(&format!(
+            "invalid signature: expected the HMAC-SHA256 hex digest of {:?}",
+            proof.signed
+        )));
+    }
+    Ok(())
 }
 
 impl Session {
@@ -146,13 +177,26 @@ impl Session {
     }
 
     /// Joins a group; with `since`, first replays what the client missed after that position.
-    pub(super) fn join(&mut self, reply: Option<ReplyId>, group: GroupName, since: Option<u64>) {
-        if !self.permissions.allows(Action::Join, &group) {
+    /// A join by `proof` needs no permission: the app's backend signed it.
+    pub(super) fn join(
+        &mut self,
+        reply: Option<ReplyId>,
+        group: GroupName,
+        since: Option<u64>,
+        proof: Option<JoinProof>,
+    ) {
+        if proof.is_none() && !self.permissions.allows(Action::Join, &group) {
             return self.forbidden(reply.as_ref(), "joining", &group);
         }
-        let (hub, conn) = (Arc::clone(&self.hub), Arc::clone(&self.conn));
+        let (edge, hub, conn) = (Arc::clone(&self.edge), Arc::clone(&self.hub), Arc::clone(&self.conn));
         self.then(async move {
             let to = reply.as_ref();
+            if let Some(proof) = proof
+                && let Err(refusal) = check_proof(&edge, &conn, &proof).await
+            {
+                let (code, message) = refusal;
+                return send(&conn, &Outbound::Error { to, code, message: &message });
+            }
             if since.is_some() {
                 if conn.groups.lock().names.contains(&group) {
                     let message = "already in this group: `since` recovers a group being joined; reconnect with `recover` instead";
@@ -208,10 +252,15 @@ impl Session {
         group: GroupName,
         event: EventName,
         data: Bytes,
-        no_echo: bool,
+        flags: PublishFlags,
     ) {
+        let PublishFlags { no_echo, members_only } = flags;
         if !self.permissions.allows(Action::Publish, &group) {
             return self.forbidden(reply.as_ref(), "publishing to", &group);
+        }
+        if members_only && !self.conn.groups.lock().names.contains(&group) {
+            let message = format!("the connection is not in group {:?}", group.as_str());
+            return self.say_error(reply.as_ref(), ErrorCode::Forbidden, &message);
         }
         if self.over_limits(reply.as_ref(), &data, "publishing") {
             return;

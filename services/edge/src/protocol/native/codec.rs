@@ -36,10 +36,10 @@ impl Protocol for Native {
             Ok(request) => {
                 let reply = request.id;
                 match request.command {
-                    ClientCommand::Join { group, since } => Command::Join { reply, group, since },
+                    ClientCommand::Join { group, since } => Command::Join { reply, group, since, proof: None },
                     ClientCommand::Leave { group } => Command::Leave { reply, group },
                     ClientCommand::Publish { group, event, data, no_echo } => {
-                        Command::Publish { reply, group, event, data, no_echo }
+                        Command::Publish { reply, group, event, data, no_echo, members_only: false }
                     }
                     ClientCommand::Ping => Command::Ping { reply },
                     ClientCommand::Presence { group } => Command::Presence { reply, group },

@@ -1,0 +1,190 @@
+"""Pusher Channels compatibility with the unmodified `pusher` server library from PyPI (a second
+server library, in another language than the npm one in tests/pusher), against a real
+`signalbox serve`; Pusher protocol 7 is spoken by hand over `websockets` on the client side.
+
+Run by scripts/test.sh (which installs `pusher` into .cache/pyclients) with SIGNALBOX_BIN
+pointing at the binary: `python -m unittest discover tests/pusher-python`.
+"""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import pusher
+from websockets.sync.client import connect
+
+DEADLINE = 20.0
+ADMIN = "sba_python_pusher_operator_token_0123456789"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(method, url, bearer, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {bearer}")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+        return response.status, (json.loads(text) if text else None)
+
+
+class Server:
+    """`signalbox serve` on a free port, with an app that accepts Pusher clients, and its key."""
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, SIGNALBOX_ADMIN_TOKEN=ADMIN, SIGNALBOX_LOG="warn",
+                   SIGNALBOX_METRICS_LISTEN="127.0.0.1:0")
+        self.process = subprocess.Popen(
+            [os.environ["SIGNALBOX_BIN"], "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir.name],
+            env=env, stdout=subprocess.DEVNULL)
+        until = time.monotonic() + DEADLINE
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.base}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > until:
+                raise RuntimeError("signalbox serve did not become ready")
+            time.sleep(0.05)
+        _, tenant = call("POST", f"{self.base}/v1/tenants", ADMIN, {"name": "pusher-python"})
+        settings = {"name": "pusher-python", "pusher": {"enabled": True}}
+        _, app = call("POST", f"{self.base}/v1/apps", tenant["token"], settings)
+        _, key = call("POST", f"{self.base}/v1/apps/{app['id']}/keys", tenant["token"], {"name": "python"})
+        self.credentials = key["pusher"]
+
+    def library(self, secret=None):
+        c = self.credentials
+        return pusher.Pusher(app_id=c["app_id"], key=c["key"], secret=secret or c["secret"],
+                             host="127.0.0.1", port=self.port, ssl=False)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.dir.cleanup()
+
+
+class Socket:
+    """A Pusher protocol 7 client, by hand."""
+
+    def __init__(self, server):
+        url = f"ws://127.0.0.1:{server.port}/app/{server.credentials['key']}?protocol=7&client=python&version=1"
+        self.stack = contextlib.ExitStack()
+        self.ws = self.stack.enter_context(connect(url, open_timeout=DEADLINE))
+        established = self.next()
+        assert established["event"] == "pusher:connection_established", established
+        data = json.loads(established["data"])
+        assert data["activity_timeout"] > 0
+        self.socket_id = data["socket_id"]
+
+    def next(self):
+        return json.loads(self.ws.recv(timeout=DEADLINE))
+
+    def next_event(self, name):
+        while True:
+            message = self.next()
+            if message["event"] == name:
+                return message
+
+    def send(self, event, data, channel=None):
+        message = {"event": event, "data": data}
+        if channel:
+            message["channel"] = channel
+        self.ws.send(json.dumps(message))
+
+    def subscribe(self, channel, auth=None):
+        self.send("pusher:subscribe", {"channel": channel, **({"auth": auth} if auth else {})})
+        return self.next_event_on(channel)
+
+    def next_event_on(self, channel):
+        while True:
+            message = self.next()
+            if message.get("channel") == channel:
+                return message
+
+    def close(self):
+        self.stack.close()
+
+
+SERVER = None
+
+
+def setUpModule():
+    global SERVER
+    SERVER = Server()
+
+
+def tearDownModule():
+    SERVER.stop()
+
+
+class PusherPython(unittest.TestCase):
+    def test_triggers_reach_public_and_private_channels(self):
+        library = SERVER.library()
+        client = Socket(SERVER)
+        try:
+            ok = client.subscribe("py-news")
+            self.assertEqual(ok["event"], "pusher_internal:subscription_succeeded")
+            library.trigger("py-news", "update", {"n": 1, "text": "héllo"})
+            message = client.next_event("update")
+            self.assertEqual((message["channel"], json.loads(message["data"])), ("py-news", {"n": 1, "text": "héllo"}))
+
+            auth = library.authenticate(channel="private-py", socket_id=client.socket_id)
+            ok = client.subscribe("private-py", auth["auth"])
+            self.assertEqual(ok["event"], "pusher_internal:subscription_succeeded")
+            refused = client.subscribe("private-other", auth["auth"])
+            self.assertEqual(refused["event"], "pusher:subscription_error", "a signature is for one channel")
+
+            library.trigger_batch([
+                {"channel": "py-news", "name": "first", "data": json.dumps({"n": 1})},
+                {"channel": "private-py", "name": "second", "data": json.dumps({"n": 2})},
+            ])
+            self.assertEqual(json.loads(client.next_event("first")["data"]), {"n": 1})
+            self.assertEqual(json.loads(client.next_event("second")["data"]), {"n": 2})
+
+            info = library.channel_info("py-news", ["subscription_count"])
+            self.assertEqual(info, {"occupied": True, "subscription_count": 1})
+        finally:
+            client.close()
+
+    def test_a_trigger_leaves_its_socket_out(self):
+        library = SERVER.library()
+        sender, other = Socket(SERVER), Socket(SERVER)
+        try:
+            for socket_ in (sender, other):
+                socket_.subscribe("py-scores")
+            library.trigger("py-scores", "goal", {"n": 1}, socket_id=sender.socket_id)
+            library.trigger("py-scores", "goal", {"n": 2})
+            self.assertEqual(json.loads(other.next_event("goal")["data"]), {"n": 1})
+            self.assertEqual(json.loads(sender.next_event("goal")["data"]), {"n": 2}, "the first left the sender out")
+        finally:
+            sender.close()
+            other.close()
+
+    def test_refusals_are_the_libraries_exceptions(self):
+        with self.assertRaises(pusher.errors.PusherBadAuth):
+            SERVER.library(secret="not-the-secret").trigger("py-news", "e", {})
+        with self.assertRaises(pusher.errors.PusherBadRequest):
+            SERVER.library().channel_info("py-news", ["user_count"])
+        # The library's own path for terminating a user's connections (without the app id).
+        self.assertEqual(SERVER.library().terminate_user_connections("nobody"), {})
+
+
+if __name__ == "__main__":
+    unittest.main()

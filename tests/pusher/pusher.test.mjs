@@ -1,0 +1,282 @@
+// Pusher Channels compatibility: the unmodified pusher-js client (npm) and the pusher server
+// library (npm) against a real `signalbox serve` — public, private and encrypted channels,
+// client events, triggers (with socket exclusion), batches and channel info through Pusher's
+// signed HTTP API, and the refusals Pusher documents.
+
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { after, before, describe, test } from "node:test";
+
+import PusherClient from "pusher-js";
+import PusherServer from "pusher";
+
+import { SignalboxClient } from "../../sdk/js/dist/index.js";
+import { Signalbox, createApp, eventually, withDeadline } from "../../sdk/js/test/support/signalbox.mjs";
+
+let server;
+let credentials;
+let backend;
+let appClient;
+let auth;
+const authorizations = [];
+
+/** The tenant's auth endpoint, as a Pusher app has one: it signs with the server library. */
+function startAuthEndpoint(sign) {
+  const http = createServer((request, response) => {
+    let body = "";
+    request.on("data", (chunk) => (body += chunk));
+    request.on("end", () => {
+      const form = new URLSearchParams(body);
+      authorizations.push(form.get("channel_name"));
+      const answer = sign(form.get("socket_id"), form.get("channel_name"));
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(JSON.stringify(answer));
+    });
+  });
+  return new Promise((resolve) => http.listen(0, "127.0.0.1", () => resolve(http)));
+}
+
+before(async () => {
+  server = await Signalbox.start();
+  const created = await createApp(server, { pusher: { enabled: true } });
+  appClient = created.appClient;
+  credentials = created.key.pusher;
+  backend = new PusherServer({
+    appId: credentials.app_id,
+    key: credentials.key,
+    secret: credentials.secret,
+    host: "127.0.0.1",
+    port: server.port,
+    useTLS: false,
+    encryptionMasterKeyBase64: Buffer.alloc(32, 7).toString("base64"),
+  });
+  auth = await startAuthEndpoint((socketId, channel) => {
+    if (channel === "private-forged") return { auth: `${credentials.key}:${"0".repeat(64)}` };
+    return backend.authorizeChannel(socketId, channel);
+  });
+});
+
+after(async () => {
+  auth?.close();
+  await server?.dispose();
+});
+
+/** A pusher-js client of the app (or of `key`), connected to this server only. */
+function client(key = credentials.key) {
+  return new PusherClient(key, {
+    cluster: "mt1",
+    wsHost: "127.0.0.1",
+    wsPort: server.port,
+    wssPort: server.port,
+    forceTLS: false,
+    enabledTransports: ["ws"],
+    channelAuthorization: { endpoint: `http://127.0.0.1:${auth.address().port}/pusher/auth`, transport: "ajax" },
+  });
+}
+
+function connected(pusher) {
+  return withDeadline(
+    new Promise((resolve) => {
+      if (pusher.connection.state === "connected") return resolve(pusher.connection.socket_id);
+      pusher.connection.bind("connected", () => resolve(pusher.connection.socket_id));
+    }),
+    "the connection",
+  );
+}
+
+function subscribed(pusher, name) {
+  const channel = pusher.subscribe(name);
+  return withDeadline(
+    new Promise((resolve, reject) => {
+      channel.bind("pusher:subscription_succeeded", () => resolve(channel));
+      channel.bind("pusher:subscription_error", (error) => reject(new Error(`refused: ${JSON.stringify(error)}`)));
+    }),
+    `the subscription to ${name}`,
+  );
+}
+
+function next(channel, event) {
+  return withDeadline(
+    new Promise((resolve) => {
+      const handler = (data) => {
+        channel.unbind(event, handler);
+        resolve(data);
+      };
+      channel.bind(event, handler);
+    }),
+    `the event ${event}`,
+  );
+}
+
+describe("pusher-js", () => {
+  test("a public channel gets what the Pusher library and Signalbox's REST API publish", async () => {
+    const pusher = client();
+    try {
+      const socketId = await connected(pusher);
+      assert.match(socketId, /^\d+\.\d+$/, "a socket id Pusher's libraries accept");
+      const news = await subscribed(pusher, "news");
+
+      let arrived = next(news, "update");
+      await backend.trigger("news", "update", { n: 1, text: "héllo" });
+      assert.deepEqual(await arrived, { n: 1, text: "héllo" });
+
+      // A Pusher channel is the app's group of the same name.
+      arrived = next(news, "native");
+      await appClient.publishToGroup("news", "native", { from: "signalbox" });
+      assert.deepEqual(await arrived, { from: "signalbox" });
+
+      // A string stays a string.
+      arrived = next(news, "plain");
+      await backend.trigger("news", "plain", "just text");
+      assert.equal(await arrived, "just text");
+    } finally {
+      pusher.disconnect();
+    }
+  });
+
+  test("private channels: signed subscriptions, client events to the others only, forged signatures refused", async () => {
+    const [alice, bob] = [client(), client()];
+    try {
+      await Promise.all([connected(alice), connected(bob)]);
+      const [room, bobsRoom] = await Promise.all([subscribed(alice, "private-room"), subscribed(bob, "private-room")]);
+      const aliceGot = [];
+      room.bind("client-typing", (data) => aliceGot.push(data));
+
+      const arrived = next(bobsRoom, "client-typing");
+      assert.equal(room.trigger("client-typing", { who: "alice" }), true);
+      assert.deepEqual(await arrived, { who: "alice" });
+      // Bob answers; once Alice has his, she would have had her own before it (same order).
+      const answer = next(room, "client-typing");
+      bobsRoom.trigger("client-typing", { who: "bob" });
+      assert.deepEqual(await answer, { who: "bob" });
+      assert.deepEqual(aliceGot, [{ who: "bob" }], "the sender does not get its own client event");
+
+      const forged = bob.subscribe("private-forged");
+      const error = await withDeadline(
+        new Promise((resolve) => forged.bind("pusher:subscription_error", resolve)),
+        "the subscription error",
+      );
+      assert.equal(error.status, 401, JSON.stringify(error));
+      assert.match(error.error, /invalid signature/);
+    } finally {
+      alice.disconnect();
+      bob.disconnect();
+    }
+  });
+
+  test("client events on a public channel, or a channel not subscribed, are refused", async () => {
+    const pusher = client();
+    try {
+      await connected(pusher);
+      const errors = [];
+      pusher.connection.bind("error", (error) => errors.push(error));
+      pusher.send_event("client-sneak", { x: 1 }, "private-not-mine");
+      await eventually(async () => errors.length > 0, "a pusher:error");
+      assert.match(JSON.stringify(errors[0]), /not in group/);
+      assert.equal(pusher.connection.state, "connected", "an error, not a disconnect");
+    } finally {
+      pusher.disconnect();
+    }
+  });
+
+  test("encrypted channels: the library encrypts, pusher-js decrypts, Signalbox carries it as it is", async () => {
+    const pusher = client();
+    try {
+      await connected(pusher);
+      const secrets = await subscribed(pusher, "private-encrypted-vault");
+      const arrived = next(secrets, "opened");
+      await backend.trigger("private-encrypted-vault", "opened", { code: 1234 });
+      assert.deepEqual(await arrived, { code: 1234 });
+    } finally {
+      pusher.disconnect();
+    }
+  });
+
+  test("a trigger's socket_id leaves that socket out", async () => {
+    const [alice, bob] = [client(), client()];
+    try {
+      const [aliceSocket] = await Promise.all([connected(alice), connected(bob)]);
+      const [a, b] = await Promise.all([subscribed(alice, "scores"), subscribed(bob, "scores")]);
+      const aliceGot = [];
+      a.bind("goal", (data) => aliceGot.push(data));
+      let arrived = next(b, "goal");
+      await backend.trigger("scores", "goal", { n: 1 }, { socket_id: aliceSocket });
+      assert.deepEqual(await arrived, { n: 1 });
+      arrived = next(a, "goal");
+      await backend.trigger("scores", "goal", { n: 2 });
+      assert.deepEqual(await arrived, { n: 2 });
+      assert.deepEqual(aliceGot, [{ n: 2 }], "the first goal left Alice out");
+    } finally {
+      alice.disconnect();
+      bob.disconnect();
+    }
+  });
+
+  test("an unknown key is refused with 4001, an app without Pusher with 4003: pusher-js does not retry", async () => {
+    for (const [key, code] of [["key_doesnotexist", 4001], [await keyOfAppWithoutPusher(), 4003]]) {
+      const pusher = client(key);
+      try {
+        const error = await withDeadline(
+          new Promise((resolve) => pusher.connection.bind("error", resolve)),
+          `the refusal ${code}`,
+        );
+        // pusher-js wraps the close: {type: "WebSocketError", error: {type: "PusherError", data}}.
+        assert.equal((error.error ?? error).data?.code, code, JSON.stringify(error));
+        await eventually(async () => pusher.connection.state === "disconnected", "pusher-js to give up");
+      } finally {
+        pusher.disconnect();
+      }
+    }
+  });
+});
+
+async function keyOfAppWithoutPusher() {
+  const created = await createApp(server);
+  return created.key.pusher.key;
+}
+
+describe("the Pusher HTTP API", () => {
+  test("a batch reaches its channels; channel info counts the subscriptions", async () => {
+    const pusher = client();
+    try {
+      await connected(pusher);
+      const [one, two] = await Promise.all([subscribed(pusher, "batch-1"), subscribed(pusher, "batch-2")]);
+      const arrived = Promise.all([next(one, "e"), next(two, "e")]);
+      await backend.triggerBatch([
+        { channel: "batch-1", name: "e", data: JSON.stringify({ n: 1 }) },
+        { channel: "batch-2", name: "e", data: JSON.stringify({ n: 2 }) },
+      ]);
+      assert.deepEqual(await arrived, [{ n: 1 }, { n: 2 }]);
+
+      const info = await backend.get({ path: "/channels/batch-1", params: { info: "subscription_count" } });
+      assert.equal(info.status, 200);
+      assert.deepEqual(await info.json(), { occupied: true, subscription_count: 1 });
+      const empty = await backend.get({ path: "/channels/nobody-here", params: {} });
+      assert.deepEqual(await empty.json(), { occupied: false });
+    } finally {
+      pusher.disconnect();
+    }
+  });
+
+  test("a wrong secret, a wrong app id and too many channels are refused as Pusher refuses them", async () => {
+    const options = { appId: credentials.app_id, key: credentials.key, host: "127.0.0.1", port: server.port, useTLS: false };
+    const wrong = new PusherServer({ ...options, secret: "not-the-secret" });
+    await assert.rejects(wrong.trigger("news", "e", {}), (error) => error.status === 401 && /Invalid signature/.test(error.body));
+
+    const elsewhere = new PusherServer({ ...options, appId: "1", secret: credentials.secret });
+    await assert.rejects(elsewhere.trigger("news", "e", {}), (error) => error.status === 404);
+
+    const response = await backend.post({ path: "/events", body: { name: "e", data: "{}", channels: Array.from({ length: 101 }, (_, i) => `c${i}`) } }).catch((error) => error);
+    assert.equal(response.status, 400, String(response.body));
+  });
+
+  test("a user's connections are terminated, whatever protocol they speak", async () => {
+    const native = new SignalboxClient({ url: server.wsUrl, token: await appClient.signToken({ userId: "ann" }) });
+    await native.connect();
+    const ended = withDeadline(new Promise((resolve) => native.on("disconnected", resolve)), "the close");
+    const response = await backend.terminateUserConnections("ann");
+    assert.equal(response.status, 200);
+    assert.equal((await ended).code, 4000, "closed by the backend: the client does not reconnect by itself");
+    native.close();
+  });
+});
