@@ -7,11 +7,13 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
 
+import Echo from "laravel-echo";
 import PusherClient from "pusher-js";
 import PusherServer from "pusher";
 
 import { SignalboxClient } from "../../sdk/js/dist/index.js";
 import { Signalbox, createApp, eventually, withDeadline } from "../../sdk/js/test/support/signalbox.mjs";
+import { clusterUnavailable, startCluster } from "../signalr/support/cluster.mjs";
 
 let server;
 let credentials;
@@ -61,17 +63,22 @@ after(async () => {
   await server?.dispose();
 });
 
-/** A pusher-js client of the app (or of `key`), connected to this server only. */
-function client(key = credentials.key) {
-  return new PusherClient(key, {
+/** What pusher-js (and Echo) need to reach `port` only, with the auth endpoint. */
+function pusherOptions(port = server.port) {
+  return {
     cluster: "mt1",
     wsHost: "127.0.0.1",
-    wsPort: server.port,
-    wssPort: server.port,
+    wsPort: port,
+    wssPort: port,
     forceTLS: false,
     enabledTransports: ["ws"],
     channelAuthorization: { endpoint: `http://127.0.0.1:${auth.address().port}/pusher/auth`, transport: "ajax" },
-  });
+  };
+}
+
+/** A pusher-js client of the app (or of `key`), connected to this server (or `port`) only. */
+function client(key = credentials.key, port = server.port) {
+  return new PusherClient(key, pusherOptions(port));
 }
 
 function connected(pusher) {
@@ -173,6 +180,9 @@ describe("pusher-js", () => {
       pusher.send_event("client-sneak", { x: 1 }, "private-not-mine");
       await eventually(async () => errors.length > 0, "a pusher:error");
       assert.match(JSON.stringify(errors[0]), /not in group/);
+      pusher.send_event("client-sneak", { x: 1 }, "news");
+      await eventually(async () => errors.length > 1, "another pusher:error");
+      assert.match(JSON.stringify(errors[1]), /private or presence channels only/);
       assert.equal(pusher.connection.state, "connected", "an error, not a disconnect");
     } finally {
       pusher.disconnect();
@@ -278,5 +288,108 @@ describe("the Pusher HTTP API", () => {
     assert.equal(response.status, 200);
     assert.equal((await ended).code, 4000, "closed by the backend: the client does not reconnect by itself");
     native.close();
+  });
+});
+
+describe("Laravel Echo (its Pusher connector)", () => {
+  test("private channels: Laravel's event names, and whispers to the others", async () => {
+    const options = {
+      broadcaster: "pusher",
+      Pusher: PusherClient,
+      key: credentials.key,
+      ...pusherOptions(),
+      authEndpoint: pusherOptions().channelAuthorization.endpoint,
+      csrfToken: "test",
+      withoutInterceptors: true,
+    };
+    const [alice, bob] = [new Echo(options), new Echo(options)];
+    try {
+      const shipped = withDeadline(
+        new Promise((resolve) => alice.private("orders").listen("OrderShipped", resolve)),
+        "OrderShipped",
+      );
+      const whispered = withDeadline(
+        new Promise((resolve) => alice.private("orders").listenForWhisper("typing", resolve)),
+        "the whisper",
+      );
+      const bobs = bob.private("orders");
+      await Promise.all(
+        [alice, bob].map((echo) =>
+          withDeadline(
+            new Promise((resolve) => echo.private("orders").subscribed(resolve)),
+            "Echo's subscription",
+          ),
+        ),
+      );
+      // As Laravel broadcasts: the event's class name, on `private-orders`.
+      await backend.trigger("private-orders", "App\\Events\\OrderShipped", { order: { id: 7 } });
+      assert.deepEqual(await shipped, { order: { id: 7 } });
+      bobs.whisper("typing", { name: "bob" });
+      assert.deepEqual(await whispered, { name: "bob" });
+      assert.ok(authorizations.includes("private-orders"), "Echo asked the auth endpoint");
+    } finally {
+      alice.disconnect();
+      bob.disconnect();
+    }
+  });
+});
+
+describe("across a 2-edge cluster", { skip: clusterUnavailable() ?? false }, () => {
+  let cluster;
+  let clusterBackend;
+  let clusterKey;
+
+  before(async () => {
+    cluster = await startCluster({ edges: 2 });
+    const created = await createApp(cluster.api, { pusher: { enabled: true } });
+    const { app_id: appId, key, secret } = created.key.pusher;
+    const apiPort = Number(new URL(cluster.api.url).port);
+    clusterBackend = new PusherServer({ appId, key, secret, host: "127.0.0.1", port: apiPort, useTLS: false });
+    clusterKey = key;
+  });
+
+  after(async () => {
+    await cluster?.dispose();
+  });
+
+  test("client events and triggers reach members on either edge; exclusions hold across edges", async () => {
+    // The auth endpoint signs with this cluster's key.
+    const signer = await startAuthEndpoint((socketId, channel) => clusterBackend.authorizeChannel(socketId, channel));
+    const endpoint = `http://127.0.0.1:${signer.address().port}/pusher/auth`;
+    const onEdge = (index) =>
+      new PusherClient(clusterKey, {
+        ...pusherOptions(cluster.edges[index].port),
+        channelAuthorization: { endpoint, transport: "ajax" },
+      });
+    const [alice, bob] = [onEdge(0), onEdge(1)];
+    try {
+      const [, bobSocket] = await Promise.all([connected(alice), connected(bob)]);
+      const [a, b] = await Promise.all([subscribed(alice, "private-match"), subscribed(bob, "private-match")]);
+      const aliceGot = [];
+      a.bind("client-move", (data) => aliceGot.push(data));
+
+      let arrived = next(b, "client-move");
+      a.trigger("client-move", { from: "edge0" });
+      assert.deepEqual(await arrived, { from: "edge0" }, "a client event crosses to the other edge");
+
+      // A trigger through the api, leaving Bob (on the other edge) out; then one for both.
+      const aliceNext = next(a, "score");
+      await clusterBackend.trigger("private-match", "score", { n: 1 }, { socket_id: bobSocket });
+      assert.deepEqual(await aliceNext, { n: 1 });
+      const bobGot = [];
+      b.bind("score", (data) => bobGot.push(data));
+      arrived = next(b, "final");
+      await clusterBackend.trigger("private-match", "final", { n: 2 });
+      assert.deepEqual(await arrived, { n: 2 });
+      assert.deepEqual(bobGot, [], "the first score left Bob out, on his edge");
+      assert.deepEqual(aliceGot, [], "Alice never got her own client event");
+
+      const info = await clusterBackend.get({ path: "/channels/private-match", params: { info: "subscription_count" } });
+      assert.deepEqual(await info.json(), { occupied: true, subscription_count: 2 }, "counted on every edge");
+    } finally {
+      alice.disconnect();
+      bob.disconnect();
+      signer.close();
+    }
   });
 });
