@@ -576,6 +576,12 @@ pub struct PresenceUpdate {
     /// The sender just got its first member here: others, send your counts.
     #[prost(bool, tag = "9")]
     pub sync_request: bool,
+    /// For groups whose members are users: every member the sender holds, sent in answer to a
+    /// sync request (`full`), so a node that just joined knows who is where.
+    #[prost(message, repeated, tag = "10")]
+    pub everyone: Vec<PresenceMember>,
+    #[prost(bool, tag = "11")]
+    pub full: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -584,6 +590,9 @@ pub struct PresenceMember {
     pub connection_id: String,
     #[prost(string, optional, tag = "2")]
     pub user: Option<String>,
+    /// Public information about the user, as JSON (for groups whose members are users).
+    #[prost(string, optional, tag = "3")]
+    pub info_json: Option<String>,
 }
 
 /// A connection opened or closed, for the app's webhooks (queued durably).

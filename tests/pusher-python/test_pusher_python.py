@@ -108,8 +108,13 @@ class Socket:
             message["channel"] = channel
         self.ws.send(json.dumps(message))
 
-    def subscribe(self, channel, auth=None):
-        self.send("pusher:subscribe", {"channel": channel, **({"auth": auth} if auth else {})})
+    def subscribe(self, channel, auth=None, channel_data=None):
+        data = {"channel": channel}
+        if auth:
+            data["auth"] = auth
+        if channel_data is not None:
+            data["channel_data"] = channel_data
+        self.send("pusher:subscribe", data)
         return self.next_event_on(channel)
 
     def next_event_on(self, channel):
@@ -155,8 +160,13 @@ class PusherPython(unittest.TestCase):
                 {"channel": "py-news", "name": "first", "data": json.dumps({"n": 1})},
                 {"channel": "private-py", "name": "second", "data": json.dumps({"n": 2})},
             ])
-            self.assertEqual(json.loads(client.next_event("first")["data"]), {"n": 1})
-            self.assertEqual(json.loads(client.next_event("second")["data"]), {"n": 2})
+            # Two channels: their messages may come in either order.
+            got = {}
+            while len(got) < 2:
+                message = client.next()
+                if message["event"] in ("first", "second"):
+                    got[message["event"]] = json.loads(message["data"])
+            self.assertEqual(got, {"first": {"n": 1}, "second": {"n": 2}})
 
             info = library.channel_info("py-news", ["subscription_count"])
             self.assertEqual(info, {"occupied": True, "subscription_count": 1})
@@ -176,6 +186,35 @@ class PusherPython(unittest.TestCase):
         finally:
             sender.close()
             other.close()
+
+    def test_presence_members_are_users_and_the_signature_covers_who(self):
+        library = SERVER.library()
+        ann, bob = Socket(SERVER), Socket(SERVER)
+        try:
+            data = {"user_id": "ann", "user_info": {"name": "Ann"}}
+            auth = library.authenticate(channel="presence-py", socket_id=ann.socket_id, custom_data=data)
+            ok = ann.subscribe("presence-py", auth["auth"], auth["channel_data"])
+            self.assertEqual(ok["event"], "pusher_internal:subscription_succeeded")
+            presence = json.loads(ok["data"])["presence"]
+            self.assertEqual((presence["ids"], presence["hash"], presence["count"]), (["ann"], {"ann": {"name": "Ann"}}, 1))
+
+            # A signature over another user's channel_data does not let bob in as ann.
+            forged = json.dumps({"user_id": "ann"})
+            refused = bob.subscribe("presence-py", auth["auth"], forged)
+            self.assertEqual(refused["event"], "pusher:subscription_error")
+            self.assertEqual(bob.subscribe("presence-py", auth["auth"])["event"], "pusher:subscription_error",
+                             "presence needs channel_data")
+
+            auth = library.authenticate(channel="presence-py", socket_id=bob.socket_id, custom_data={"user_id": 42})
+            self.assertEqual(bob.subscribe("presence-py", auth["auth"], auth["channel_data"])["event"],
+                             "pusher_internal:subscription_succeeded", "a numeric user id is a user id")
+            added = ann.next_event("pusher_internal:member_added")
+            self.assertEqual(json.loads(added["data"]), {"user_id": "42", "user_info": None})
+            self.assertEqual(library.users_info("presence-py"), {"users": [{"id": "42"}, {"id": "ann"}]})
+            self.assertEqual(library.channel_info("presence-py", ["user_count"]), {"occupied": True, "user_count": 2})
+        finally:
+            ann.close()
+            bob.close()
 
     def test_refusals_are_the_libraries_exceptions(self):
         with self.assertRaises(pusher.errors.PusherBadAuth):

@@ -30,7 +30,7 @@ function startAuthEndpoint(sign) {
     request.on("end", () => {
       const form = new URLSearchParams(body);
       authorizations.push(form.get("channel_name"));
-      const answer = sign(form.get("socket_id"), form.get("channel_name"));
+      const answer = sign(form.get("socket_id"), form.get("channel_name"), form);
       response.writeHead(200, { "content-type": "application/json" });
       response.end(JSON.stringify(answer));
     });
@@ -52,8 +52,13 @@ before(async () => {
     useTLS: false,
     encryptionMasterKeyBase64: Buffer.alloc(32, 7).toString("base64"),
   });
-  auth = await startAuthEndpoint((socketId, channel) => {
+  auth = await startAuthEndpoint((socketId, channel, form) => {
     if (channel === "private-forged") return { auth: `${credentials.key}:${"0".repeat(64)}` };
+    // Presence: the user this client says it is (a real backend knows it from its session).
+    const user = form.get("user");
+    if (channel.startsWith("presence-") && user) {
+      return backend.authorizeChannel(socketId, channel, { user_id: user, user_info: { name: user.toUpperCase() } });
+    }
     return backend.authorizeChannel(socketId, channel);
   });
 });
@@ -79,6 +84,15 @@ function pusherOptions(port = server.port) {
 /** A pusher-js client of the app (or of `key`), connected to this server (or `port`) only. */
 function client(key = credentials.key, port = server.port) {
   return new PusherClient(key, pusherOptions(port));
+}
+
+/** A pusher-js client whose auth endpoint knows it as `user` (for presence channels). */
+function clientOf(user, port = server.port) {
+  const options = pusherOptions(port);
+  return new PusherClient(credentials.key, {
+    ...options,
+    channelAuthorization: { ...options.channelAuthorization, params: { user } },
+  });
 }
 
 function connected(pusher) {
@@ -245,6 +259,46 @@ async function keyOfAppWithoutPusher() {
   return created.key.pusher.key;
 }
 
+describe("presence channels", () => {
+  test("members are users: added with their first connection, removed with their last, never told of themselves", async () => {
+    const [ann, bob1, bob2] = [clientOf("ann"), clientOf("bob"), clientOf("bob")];
+    try {
+      await Promise.all([connected(ann), connected(bob1), connected(bob2)]);
+      const room = await subscribed(ann, "presence-room");
+      assert.deepEqual(room.members.me, { id: "ann", info: { name: "ANN" } });
+      assert.equal(room.members.count, 1);
+      const annSaw = [];
+      room.bind("pusher:member_added", (member) => annSaw.push(["added", member.id, member.info]));
+      room.bind("pusher:member_removed", (member) => annSaw.push(["removed", member.id]));
+
+      const bobsRoom = await subscribed(bob1, "presence-room");
+      const bobSaw = [];
+      bobsRoom.bind("pusher:member_added", (member) => bobSaw.push(member.id));
+      assert.equal(bobsRoom.members.count, 2, "bob's answer lists ann and bob");
+      assert.deepEqual(bobsRoom.members.get("ann"), { id: "ann", info: { name: "ANN" } });
+      await eventually(async () => annSaw.length === 1, "ann to hear of bob");
+      assert.deepEqual(annSaw, [["added", "bob", { name: "BOB" }]]);
+
+      // Bob's second connection: he is there already; nobody is told.
+      const second = await subscribed(bob2, "presence-room");
+      assert.equal(second.members.count, 2);
+      const info = await backend.get({ path: "/channels/presence-room", params: { info: "user_count" } });
+      assert.deepEqual(await info.json(), { occupied: true, user_count: 2 });
+      const users = await backend.get({ path: "/channels/presence-room/users" });
+      assert.deepEqual(await users.json(), { users: [{ id: "ann" }, { id: "bob" }] });
+
+      // His first leaves: he is still there. His second leaves: he is gone.
+      bob1.unsubscribe("presence-room");
+      bob2.unsubscribe("presence-room");
+      await eventually(async () => annSaw.length === 2, "ann to hear bob left");
+      assert.deepEqual(annSaw, [["added", "bob", { name: "BOB" }], ["removed", "bob"]], "once each");
+      assert.deepEqual(bobSaw, [], "bob was never told of himself");
+    } finally {
+      for (const pusher of [ann, bob1, bob2]) pusher.disconnect();
+    }
+  });
+});
+
 describe("the Pusher HTTP API", () => {
   test("a batch reaches its channels; channel info counts the subscriptions", async () => {
     const pusher = client();
@@ -334,6 +388,49 @@ describe("Laravel Echo (its Pusher connector)", () => {
   });
 });
 
+describe("Laravel Echo presence", () => {
+  test("join: here, joining and leaving", async () => {
+    const echoOf = (user) =>
+      new Echo({
+        broadcaster: "pusher",
+        Pusher: PusherClient,
+        key: credentials.key,
+        ...pusherOptions(),
+        authEndpoint: pusherOptions().channelAuthorization.endpoint,
+        // pusher-js takes channelAuthorization over Echo's auth: the user goes there.
+        channelAuthorization: { ...pusherOptions().channelAuthorization, params: { user } },
+        csrfToken: "test",
+        withoutInterceptors: true,
+      });
+    const [cleo, dan] = [echoOf("cleo"), echoOf("dan")];
+    try {
+      const joined = [];
+      const left = [];
+      const here = withDeadline(
+        new Promise((resolve) =>
+          cleo
+            .join("lobby")
+            .here(resolve)
+            .joining((user) => joined.push(user))
+            .leaving((user) => left.push(user)),
+        ),
+        "here",
+      );
+      assert.deepEqual(await here, [{ name: "CLEO" }]);
+      const dansHere = withDeadline(new Promise((resolve) => dan.join("lobby").here(resolve)), "dan's here");
+      assert.equal((await dansHere).length, 2);
+      await eventually(async () => joined.length === 1, "joining");
+      assert.deepEqual(joined, [{ name: "DAN" }]);
+      dan.leave("lobby");
+      await eventually(async () => left.length === 1, "leaving");
+      assert.deepEqual(left, [{ name: "DAN" }]);
+    } finally {
+      cleo.disconnect();
+      dan.disconnect();
+    }
+  });
+});
+
 describe("across a 2-edge cluster", { skip: clusterUnavailable() ?? false }, () => {
   let cluster;
   let clusterBackend;
@@ -389,6 +486,53 @@ describe("across a 2-edge cluster", { skip: clusterUnavailable() ?? false }, () 
     } finally {
       alice.disconnect();
       bob.disconnect();
+      signer.close();
+    }
+  });
+
+  test("presence across edges: a user is one member wherever their connections are", async () => {
+    const signer = await startAuthEndpoint((socketId, channel, form) =>
+      clusterBackend.authorizeChannel(socketId, channel, { user_id: form.get("user"), user_info: { on: form.get("user") } }),
+    );
+    const endpoint = `http://127.0.0.1:${signer.address().port}/pusher/auth`;
+    const as = (user, index) =>
+      new PusherClient(clusterKey, {
+        ...pusherOptions(cluster.edges[index].port),
+        channelAuthorization: { endpoint, transport: "ajax", params: { user } },
+      });
+    const [ann, bobThere, bobHere] = [as("ann", 0), as("bob", 1), as("bob", 0)];
+    try {
+      await Promise.all([connected(ann), connected(bobThere), connected(bobHere)]);
+      const annRoom = await subscribed(ann, "presence-cross");
+      const annSaw = [];
+      annRoom.bind("pusher:member_added", (member) => annSaw.push(["added", member.id]));
+      annRoom.bind("pusher:member_removed", (member) => annSaw.push(["removed", member.id]));
+
+      // Bob on the other edge: that edge's first member asks this one who it holds.
+      const bobRoom = await subscribed(bobThere, "presence-cross");
+      assert.equal(bobRoom.members.count, 2);
+      const bobSaw = [];
+      bobRoom.bind("pusher:member_removed", (member) => bobSaw.push(member.id));
+      await eventually(async () => annSaw.length === 1, "ann to hear of bob");
+
+      // Bob's second connection, on ann's edge: no news. Then his first leaves: still no news.
+      await subscribed(bobHere, "presence-cross");
+      bobThere.unsubscribe("presence-cross");
+      const info = await clusterBackend.get({ path: "/channels/presence-cross", params: { info: "user_count" } });
+      assert.deepEqual(await info.json(), { occupied: true, user_count: 2 });
+      bobHere.unsubscribe("presence-cross");
+      await eventually(async () => annSaw.length === 2, "ann to hear bob left");
+      assert.deepEqual(annSaw, [["added", "bob"], ["removed", "bob"]], "once each, across edges");
+
+      // The other edge knew of ann from the first answer: her leaving reaches a member there.
+      const back = await subscribed(bobThere, "presence-cross");
+      assert.deepEqual(back.members.get("ann"), { id: "ann", info: { on: "ann" } });
+      const gone = withDeadline(new Promise((resolve) => back.bind("pusher:member_removed", resolve)), "ann leaving");
+      ann.unsubscribe("presence-cross");
+      assert.equal((await gone).id, "ann");
+      assert.deepEqual(bobSaw, [], "bob's first connection left before anyone did");
+    } finally {
+      for (const pusher of [ann, bobThere, bobHere]) pusher.disconnect();
       signer.close();
     }
   });

@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::ids::{AppId, ConnectionId};
 
+/// Pusher's presence channels: their members are users, named by the backend's signature.
+pub const PRESENCE_PREFIX: &str = "presence-";
+
 /// The Pusher `app_id` of a Signalbox app: 48 bits of SHA-256 of its id, in decimal (a
 /// number every JavaScript client holds exactly).
 pub fn app_number(app: &AppId) -> u64 {

@@ -19,6 +19,36 @@ pub struct AppSettings {
     pub pusher: PusherSettings,
 }
 
+/// How the members of one group hear of each other (see [`AppSettings::presence_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PresenceMode {
+    #[default]
+    Off,
+    /// Batched lists of the connections that joined and left, and the count.
+    Connections,
+    /// The number of connections, when it changes.
+    Count,
+    /// Users: one is added with their first connection and removed with their last, across
+    /// every edge (Pusher's presence channels).
+    Users,
+}
+
+impl AppSettings {
+    /// How a group's members hear of each other: as `presence.events` says, except that with
+    /// Pusher on, a group named `presence-…` is a Pusher presence channel, whose members are
+    /// users.
+    pub fn presence_mode(&self, group: &crate::GroupName) -> PresenceMode {
+        if self.pusher.enabled && group.as_str().starts_with(crate::pusher::PRESENCE_PREFIX) {
+            return PresenceMode::Users;
+        }
+        match self.presence.events {
+            PresenceEvents::Off => PresenceMode::Off,
+            PresenceEvents::Members => PresenceMode::Connections,
+            PresenceEvents::Count => PresenceMode::Count,
+        }
+    }
+}
+
 /// Pusher Channels clients and server libraries (docs/pusher.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]

@@ -1,8 +1,8 @@
 //! A connection as the hub sees it: the shared handle fan-out pushes into, whatever the
 //! protocol and transport behind it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use signalbox_core::{AppSettings, ConnectionId, GroupName, KeyId, Scope, UserId, WebhookEvents};
@@ -52,6 +52,16 @@ pub(crate) struct Conn {
     /// It is changing edges (a resume on another node): its joins and leaves change counts,
     /// not who is there, and nobody is told it came or went.
     pub(crate) moving: AtomicBool,
+    /// Who it is in groups whose members are users, when its protocol says so at a join
+    /// (Pusher's signed `channel_data`) rather than at connect. Set once.
+    pub(crate) member: OnceLock<Member>,
+}
+
+/// A connection's user and public info, as a join named them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) user: UserId,
+    pub(crate) info: Option<Arc<str>>,
 }
 
 /// The group list of a connection plus whether it has left the hub.
@@ -63,6 +73,16 @@ pub(crate) struct Groups {
 }
 
 impl Conn {
+    /// Its user in presence: the one a join named, else its token's.
+    pub(crate) fn presence_user(&self) -> Option<&UserId> {
+        self.member.get().map(|m| &m.user).or(self.user.as_ref())
+    }
+
+    /// Its public info in presence, as JSON.
+    pub(crate) fn presence_info(&self) -> Option<&str> {
+        self.member.get().map_or(self.info.as_deref(), |m| m.info.as_deref())
+    }
+
     pub(crate) fn format(&self) -> Format {
         self.format.get()
     }

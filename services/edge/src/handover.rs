@@ -167,6 +167,7 @@ async fn register(edge: &EdgeState, scope: &Scope, id: &ConnectionId, descriptio
         announced: description.announced.into(),
         resumable: true,
         moving: true.into(),
+        member: std::sync::OnceLock::new(),
     });
     conn.outbox.retain();
     conn.outbox.park();

@@ -21,7 +21,8 @@ use signalbox_proto::native::PresenceChange;
 use signalbox_proto::wire::{self, Body, Heartbeat, PresenceMember};
 
 use crate::EdgeState;
-use crate::hub::{Notice, PresenceFlush, Target};
+use crate::conn::ConnKey;
+use crate::hub::{Notice, PresenceFlush, Target, UserChange};
 use crate::protocol::{Format, Outbound, PresenceNotice};
 
 /// How often presence changes are published and delivered.
@@ -64,24 +65,48 @@ async fn flush(edge: &EdgeState, target: &Arc<Target>) {
 }
 
 /// Gives every local member the notice, framed once per format in use (as messages are);
-/// returns how many got it.
+/// returns how many frames went out.
 fn deliver(target: &Target, group: &str, notice: &Notice) -> usize {
-    let (joined, left): (Vec<PresenceChange<'_>>, Vec<PresenceChange<'_>>) = match notice {
-        Notice::Members(changes, _) => {
-            (changes.joined.iter().map(change_view).collect(), changes.left.iter().map(change_view).collect())
-        }
-        Notice::Count(_) => (Vec::new(), Vec::new()),
-    };
-    let notice = match notice {
+    match notice {
         Notice::Members(changes, count) => {
-            PresenceNotice::Members { group, joined: &joined, left: &left, count: *count, truncated: changes.truncated }
+            let joined: Vec<PresenceChange<'_>> = changes.joined.iter().map(change_view).collect();
+            let left: Vec<PresenceChange<'_>> = changes.left.iter().map(change_view).collect();
+            let truncated = changes.truncated;
+            let notice = PresenceNotice::Members { group, joined: &joined, left: &left, count: *count, truncated };
+            deliver_one(target, notice, |_| true)
         }
-        Notice::Count(count) => PresenceNotice::Count { group, count: *count },
-    };
+        Notice::Count(count) => deliver_one(target, PresenceNotice::Count { group, count: *count }, |_| true),
+        // One notice per user who came or went, in order; the connection that brought a user
+        // is not told (it knows, from its own join's answer).
+        Notice::Users(changes, count, joined_at) => changes
+            .iter()
+            .enumerate()
+            .map(|(index, change)| {
+                // Not to a connection that joined after it (its join's answer said who was there).
+                let news_to = |key: &ConnKey| joined_at.get(key).is_none_or(|joined| index >= *joined);
+                match change {
+                    UserChange::Added { user, info, by } => {
+                        let notice = PresenceNotice::UserAdded { group, user, info: info.as_deref(), count: *count };
+                        deliver_one(target, notice, |key| Some(key) != by.as_ref() && news_to(key))
+                    }
+                    UserChange::Removed { user } => {
+                        deliver_one(target, PresenceNotice::UserRemoved { group, user, count: *count }, news_to)
+                    }
+                }
+            })
+            .sum(),
+    }
+}
+
+/// Gives the notice to the local members `to` accepts.
+fn deliver_one(target: &Target, notice: PresenceNotice<'_>, to: impl Fn(&ConnKey) -> bool) -> usize {
     let mut frames: [Option<Option<bytes::Bytes>>; Format::COUNT] = Default::default();
     target.with_members(|members| {
         let mut delivered = 0;
-        for conn in members.values() {
+        for (key, conn) in members {
+            if !to(key) {
+                continue;
+            }
             let format = conn.format();
             let frame = frames[format.index()].get_or_insert_with(|| format.encode(&Outbound::Presence(notice)));
             if let Some(frame) = frame {

@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use signalbox_bus::Retention;
 use signalbox_core::{AppId, GroupName, KeyId, KeyScope, Scope, UserId, clock, pusher};
+use signalbox_proto::presence::PresenceSummary;
 use signalbox_proto::wire::{CloseOp, ControlOp, PresenceQuery, Target};
 
 use super::messages::{Publish, Route, publish};
@@ -276,30 +277,49 @@ struct InfoQuery {
     info: Option<String>,
 }
 
-/// `GET /apps/{app}/channels/{channel}`: whether anybody is in it, and how many connections.
+/// `GET /apps/{app}/channels/{channel}`: whether anybody is in it; how many connections
+/// (`subscription_count`) or, for presence channels, users (`user_count`).
 async fn channel_info(State(state): State<Arc<ApiState>>, Path(path): Path<ChannelPath>, request: Request) -> Answer {
     let query = axum::extract::Query::<InfoQuery>::try_from_uri(request.uri());
     let info = query.map_err(|_| bad_request("the query string cannot be read"))?.0.info;
     let signed = signed(&state, Some(&path.app), request).await?;
     signed.key.require(&signed.app, KeyScope::Read).map_err(Refusal::from)?;
     let group = channel(&path.channel)?;
+    let presence = group.as_str().starts_with(pusher::PRESENCE_PREFIX);
     let attributes: Vec<&str> = info.as_deref().map(|i| i.split(',').map(str::trim).collect()).unwrap_or_default();
-    if attributes.contains(&"user_count") {
-        return Err(bad_request("user_count is only for presence channels, which are not supported yet"));
+    if attributes.contains(&"user_count") && !presence {
+        return Err(bad_request("user_count is only for presence channels"));
     }
-    let entries =
-        state.presence(&Scope::native(signed.app), PresenceQuery { group: Some(group.to_string()), user: None }).await;
+    if attributes.contains(&"subscription_count") && presence {
+        return Err(bad_request("subscription_count is not for presence channels: ask for user_count"));
+    }
+    let entries = members(&state, &signed.app, &group).await;
     let mut answer = json!({"occupied": !entries.is_empty()});
     if attributes.contains(&"subscription_count") {
         answer["subscription_count"] = json!(entries.len());
     }
+    if attributes.contains(&"user_count") {
+        answer["user_count"] = json!(PresenceSummary::from_entries(&entries).count());
+    }
     ok(answer)
 }
 
-/// `GET /apps/{app}/channels/{channel}/users`: for presence channels only.
+/// `GET /apps/{app}/channels/{channel}/users`: a presence channel's users.
 async fn channel_users(State(state): State<Arc<ApiState>>, Path(path): Path<ChannelPath>, request: Request) -> Answer {
-    signed(&state, Some(&path.app), request).await?;
-    Err(bad_request("users are listed for presence channels only, which are not supported yet"))
+    let signed = signed(&state, Some(&path.app), request).await?;
+    signed.key.require(&signed.app, KeyScope::Read).map_err(Refusal::from)?;
+    let group = channel(&path.channel)?;
+    if !group.as_str().starts_with(pusher::PRESENCE_PREFIX) {
+        return Err(bad_request("users are listed for presence channels only"));
+    }
+    let summary = PresenceSummary::from_entries(&members(&state, &signed.app, &group).await);
+    let users: Vec<Value> = summary.members.iter().map(|m| json!({"id": m.user_id})).collect();
+    ok(json!({"users": users}))
+}
+
+/// The connections in a channel, on every edge.
+async fn members(state: &ApiState, app: &AppId, group: &GroupName) -> Vec<signalbox_proto::wire::PresenceEntry> {
+    state.presence(&Scope::native(app.clone()), PresenceQuery { group: Some(group.to_string()), user: None }).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -126,6 +126,7 @@ pub(crate) async fn admit(
         announced: false.into(),
         resumable,
         moving: false.into(),
+        member: std::sync::OnceLock::new(),
     });
     edge.hub.register(&conn).map_err(|refusal| {
         let (code, reason) = match refusal {

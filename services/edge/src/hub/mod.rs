@@ -15,7 +15,9 @@ mod fanout;
 pub(crate) use fanout::Outgoing;
 mod history;
 mod presence;
+mod presence_users;
 pub(crate) use presence::{Notice, PresenceFlush};
+pub(crate) use presence_users::UserChange;
 mod recovery;
 pub(crate) mod target;
 

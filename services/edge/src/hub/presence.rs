@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use signalbox_core::NodeId;
-use signalbox_core::settings::PresenceEvents;
+use signalbox_core::settings::PresenceMode;
 use signalbox_proto::wire::{Heartbeat, PresenceEntry, PresenceMember, PresenceUpdate};
 
+use super::presence_users::{UserChange, Users};
 use super::{Hub, Target};
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnKey};
 
 /// Joined or left members listed per frame and per update.
 pub(crate) const MAX_LISTED: usize = 100;
@@ -34,6 +35,9 @@ pub(crate) struct PresenceFlush {
 pub(crate) enum Notice {
     Members(Changes, u64),
     Count(u64),
+    /// Users who came and went (groups whose members are users), how many there are, and
+    /// when connections that joined meanwhile did (see `Users::joined_at`).
+    Users(Vec<UserChange>, u64, HashMap<ConnKey, usize>),
 }
 
 /// Joins and leaves not yet told.
@@ -62,7 +66,11 @@ impl Changes {
 /// A group target's presence bookkeeping (only for groups of apps with presence events on).
 #[derive(Debug, Default)]
 pub(crate) struct PresenceState {
-    mode: PresenceEvents,
+    mode: PresenceMode,
+    /// For groups whose members are users: who is here and elsewhere.
+    users: Users,
+    /// Another node asked for everyone held here (groups whose members are users).
+    full_due: bool,
     /// Local changes the other nodes have not heard of.
     unpublished: Changes,
     /// Changes (here and elsewhere) the local members have not heard of.
@@ -102,15 +110,21 @@ impl Peers {
     }
 }
 
-fn member_of(conn: &Conn) -> PresenceMember {
-    PresenceMember { connection_id: conn.id.to_string(), user: conn.user.as_ref().map(ToString::to_string) }
+fn member_of(conn: &Conn, mode: PresenceMode) -> PresenceMember {
+    PresenceMember {
+        connection_id: conn.id.to_string(),
+        user: conn.presence_user().map(ToString::to_string),
+        // Only users are shown with their info.
+        info_json: (mode == PresenceMode::Users).then(|| conn.presence_info().map(str::to_owned)).flatten(),
+    }
 }
 
 impl Hub {
     /// A local member joined or left a group target.
     pub(crate) fn presence_changed(&self, target: &Arc<Target>, conn: &Conn, joined: bool) {
-        let mode = conn.settings.presence.events;
-        if mode == PresenceEvents::Off || target.group().is_none() {
+        let Some(group) = target.group() else { return };
+        let mode = conn.settings.presence_mode(group);
+        if mode == PresenceMode::Off {
             return;
         }
         let mut slot = target.presence.lock();
@@ -125,9 +139,18 @@ impl Hub {
             state.publish_due = true;
             return self.queue_presence(target, state);
         }
-        let member = member_of(conn);
-        state.unpublished.add(joined, member.clone());
-        state.undelivered.add(joined, member);
+        let member = member_of(conn, mode);
+        if mode == PresenceMode::Users {
+            match (conn.presence_user(), joined) {
+                (Some(user), true) => state.users.local_joined(user.as_str(), conn.presence_info(), conn.key),
+                (Some(user), false) => state.users.local_left(user.as_str()),
+                // Anonymous connections are nobody in a group of users.
+                (None, _) => return,
+            }
+        } else {
+            state.undelivered.add(joined, member.clone());
+        }
+        state.unpublished.add(joined, member);
         state.count_changed = true;
         self.queue_presence(target, state);
     }
@@ -141,21 +164,30 @@ impl Hub {
         self.peers.saw(node.clone());
         let mut slot = target.presence.lock();
         let Some(state) = slot.as_mut() else { return };
-        if state.mode == PresenceEvents::Off {
+        if state.mode == PresenceMode::Off {
             return;
         }
         if update.local_count == 0 {
             state.remote_counts.remove(&node);
         } else {
-            state.remote_counts.insert(node, update.local_count);
+            state.remote_counts.insert(node.clone(), update.local_count);
         }
-        for member in update.joined {
-            state.undelivered.add(true, member);
+        if state.mode == PresenceMode::Users {
+            if update.full {
+                state.users.remote_replaced(&node, &update.everyone);
+            } else {
+                state.users.remote_changed(&node, &update.joined, &update.left);
+            }
+            state.full_due |= update.sync_request;
+        } else {
+            for member in update.joined {
+                state.undelivered.add(true, member);
+            }
+            for member in update.left {
+                state.undelivered.add(false, member);
+            }
+            state.undelivered.truncated |= update.truncated;
         }
-        for member in update.left {
-            state.undelivered.add(false, member);
-        }
-        state.undelivered.truncated |= update.truncated;
         state.count_changed = true;
         state.publish_due |= update.sync_request;
         self.queue_presence(target, state);
@@ -176,8 +208,8 @@ impl Hub {
                 .values()
                 .map(|conn| PresenceEntry {
                     connection_id: conn.id.to_string(),
-                    user: conn.user.as_ref().map(ToString::to_string),
-                    info_json: conn.info.as_deref().map(str::to_owned),
+                    user: conn.presence_user().map(ToString::to_string),
+                    info_json: conn.presence_info().map(str::to_owned),
                 })
                 .collect()
         })
@@ -191,18 +223,29 @@ impl Hub {
         let mut slot = target.presence.lock();
         let state = slot.as_mut()?;
         state.queued = false;
-        let update = (state.publish_due || !state.unpublished.is_empty()).then(|| {
+        let mode = state.mode;
+        let full = std::mem::take(&mut state.full_due);
+        let update = (state.publish_due || full || !state.unpublished.is_empty()).then(|| {
             let changes = std::mem::take(&mut state.unpublished);
+            // Everyone held here, instead of the changes (which it includes).
+            let everyone: Vec<PresenceMember> = if full {
+                target.with_members(|members| members.values().map(|conn| member_of(conn, mode)).collect())
+            } else {
+                Vec::new()
+            };
+            let (joined, left) = if full { (Vec::new(), Vec::new()) } else { (changes.joined, changes.left) };
             let update = PresenceUpdate {
                 app: target.scope.app.to_string(),
                 hub: target.scope.hub.to_string(),
                 group: group.to_string(),
                 node: self.config.node.to_string(),
-                joined: changes.joined,
-                left: changes.left,
+                joined,
+                left,
                 local_count: u32::try_from(local_count).unwrap_or(u32::MAX),
-                truncated: changes.truncated,
+                truncated: changes.truncated && !full,
                 sync_request: state.sync_request,
+                everyone,
+                full,
             };
             state.publish_due = false;
             state.sync_request = false;
@@ -210,18 +253,24 @@ impl Hub {
         });
         let count = local_count as u64 + state.remote_counts.values().map(|c| u64::from(*c)).sum::<u64>();
         let notice = match state.mode {
-            PresenceEvents::Members if !state.undelivered.is_empty() => {
+            PresenceMode::Users if !state.users.changes.is_empty() => {
+                state.count_changed = false;
+                let joined_at = std::mem::take(&mut state.users.joined_at);
+                Some(Notice::Users(std::mem::take(&mut state.users.changes), state.users.count(), joined_at))
+            }
+            PresenceMode::Connections if !state.undelivered.is_empty() => {
                 state.last_delivered_count = Some(count);
                 state.count_changed = false;
                 Some(Notice::Members(std::mem::take(&mut state.undelivered), count))
             }
-            PresenceEvents::Count if state.count_changed && state.last_delivered_count != Some(count) => {
+            PresenceMode::Count if state.count_changed && state.last_delivered_count != Some(count) => {
                 state.last_delivered_count = Some(count);
                 state.count_changed = false;
                 Some(Notice::Count(count))
             }
             _ => {
                 state.count_changed = false;
+                state.users.joined_at.clear();
                 None
             }
         };
@@ -234,6 +283,11 @@ impl Hub {
             let mut slot = target.presence.lock();
             let Some(state) = slot.as_mut() else { continue };
             let before = state.remote_counts.len();
+            let silent: Vec<NodeId> =
+                state.remote_counts.keys().filter(|node| !self.peers.is_live(node)).cloned().collect();
+            for node in &silent {
+                state.users.remote_gone(node);
+            }
             state.remote_counts.retain(|node, _| self.peers.is_live(node));
             if state.remote_counts.len() != before {
                 state.count_changed = true;

@@ -75,6 +75,8 @@ pub(crate) struct Outbox {
     /// The socket is to give up the connection, leaving it parked (a resume on another
     /// socket, a drain). Atomic: the writer looks at every turn.
     park_requested: std::sync::atomic::AtomicBool,
+    /// Nothing is written yet (see [`hold_writes`](Self::hold_writes)).
+    writes_held: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +110,7 @@ impl Outbox {
             max_bytes,
             max_frames,
             park_requested: false.into(),
+            writes_held: false.into(),
         }
     }
 
@@ -287,6 +290,18 @@ impl Outbox {
         }
     }
 
+    /// Queues, but writes nothing until [`release_writes`](Self::release_writes): what a
+    /// client is told first (that its opening is answered) must not reach it before the
+    /// connection is in its targets, or a message sent the moment it knows would be lost.
+    pub(crate) fn hold_writes(&self) {
+        self.writes_held.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn release_writes(&self) {
+        self.writes_held.store(false, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+    }
+
     /// Asks the connection to close once what is queued is sent. The first request wins.
     pub(crate) fn close(&self, request: CloseRequest) {
         let mut state = self.state.lock();
@@ -351,6 +366,9 @@ impl Outbox {
         // Register before looking, so a push between the look and the return still wakes us.
         self.waker.register(cx.waker());
         let mut state = self.state.lock();
+        if self.writes_held.load(std::sync::atomic::Ordering::Acquire) && state.close.is_none() {
+            return Poll::Pending;
+        }
         if !state.frames.is_empty() {
             std::mem::swap(&mut state.frames, into);
             state.bytes = 0;
@@ -525,5 +543,21 @@ mod tests {
         new.merge_retained(first, frames).expect("fits");
         assert!(new.unpark(|first| Some(Bytes::from(format!("seq {first}")))));
         assert_eq!(taken(&new), [text("seq 1"), text("m1"), text("m2"), text("m3")]);
+    }
+
+    #[test]
+    fn held_writes_wait_for_the_release_but_a_close_does_not() {
+        let outbox = Outbox::new(1000, 100);
+        outbox.hold_writes();
+        outbox.push(text("opened"));
+        assert!(taken(&outbox).is_empty(), "held");
+        outbox.release_writes();
+        assert_eq!(taken(&outbox), [text("opened")]);
+        let refused = Outbox::new(1000, 100);
+        refused.hold_writes();
+        refused.close_now(CloseRequest::default_for(CloseCode::TryAgainLater));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(refused.poll_take(&mut cx, &mut VecDeque::new()), Poll::Ready(Taken::Close(_))));
     }
 }

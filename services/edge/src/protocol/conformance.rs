@@ -391,6 +391,7 @@ impl TestClient for PusherClient {
                 Seen::Reply { id: channel.unwrap(), outcome: Err(data["error"].as_str().unwrap().to_owned()) }
             }
             "pusher:error" => Seen::Error(data["message"].as_str().unwrap().to_owned()),
+            "pusher_internal:member_added" | "pusher_internal:member_removed" => Seen::Presence(data),
             event if event.starts_with("pusher") => Seen::Other(frame),
             event => Seen::Message { event: event.to_owned(), data, group: channel, seq: None },
         }
@@ -404,7 +405,8 @@ impl TestClient for PusherClient {
         let group = |g: &str| GroupName::new(g).unwrap();
         Some(match request {
             Request::Join { group: g, .. } => {
-                Command::Join { reply: Some(ReplyId::Text((*g).into())), group: group(g), since: None, proof: None }
+                let reply = Some(ReplyId::Text((*g).into()));
+                Command::Join { reply, group: group(g), since: None, proof: None, member: None }
             }
             Request::Leave { group: g, .. } => Command::Leave { reply: None, group: group(g) },
             Request::Ping { .. } => Command::Ping { reply: None },
@@ -537,6 +539,21 @@ fn presence_reaches_the_client_in_its_own_protocol() {
     }
 }
 
+/// In a group whose members are users, every protocol tells of a user who came or went.
+#[test]
+fn users_who_come_and_go_reach_every_client() {
+    for client in clients() {
+        let name = client.encoding().protocol().info().name;
+        let added = PresenceNotice::UserAdded { group: "presence-a", user: "u-17", info: Some(r#"{"n":1}"#), count: 2 };
+        let removed = PresenceNotice::UserRemoved { group: "presence-a", user: "u-17", count: 1 };
+        for notice in [added, removed] {
+            let frame = encode(&*client, &Outbound::Presence(notice)).expect("every protocol tells of users");
+            let Seen::Presence(change) = client.read(&frame) else { panic!("{name}: not a presence notice") };
+            assert!(change.to_string().contains("u-17"), "{name}: {change}");
+        }
+    }
+}
+
 #[test]
 fn answers_and_errors_name_the_request_they_answer() {
     let id = ReplyId::Text("r-17".into());
@@ -627,7 +644,9 @@ fn usual_command(client: &dyn TestClient, request: &Request) -> Command {
     let group = |g: &str| GroupName::new(g).unwrap();
     let bytes = |data: &Value| Bytes::from(serde_json::to_vec(&client.carried(data)).unwrap());
     match request {
-        Request::Join { id, group: g } => Command::Join { reply: reply(id), group: group(g), since: None, proof: None },
+        Request::Join { id, group: g } => {
+            Command::Join { reply: reply(id), group: group(g), since: None, proof: None, member: None }
+        }
         Request::Leave { id, group: g } => Command::Leave { reply: reply(id), group: group(g) },
         Request::Publish { id, group: g, event, data } => Command::Publish {
             reply: reply(id),

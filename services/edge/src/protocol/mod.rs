@@ -362,6 +362,9 @@ pub(crate) enum Command {
         group: GroupName,
         since: Option<u64>,
         proof: Option<JoinProof>,
+        /// Who the connection is in this group of users (Pusher's `channel_data`, signed by
+        /// the proof); the answer then lists the group's members.
+        member: Option<JoinMember>,
     },
     Leave {
         reply: Option<ReplyId>,
@@ -418,6 +421,14 @@ pub(crate) struct JoinProof {
     pub(crate) signature: String,
 }
 
+/// Who a join names the connection as, in a group whose members are users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JoinMember {
+    pub(crate) user: signalbox_core::UserId,
+    /// Public info, as JSON.
+    pub(crate) info: Option<String>,
+}
+
 /// Input that ends the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -457,6 +468,20 @@ pub(crate) enum PresenceNotice<'a> {
     },
     Count {
         group: &'a str,
+        count: u64,
+    },
+    /// In a group whose members are users: a user came (their first connection in it).
+    UserAdded {
+        group: &'a str,
+        user: &'a str,
+        /// Their public info, as JSON.
+        info: Option<&'a str>,
+        count: u64,
+    },
+    /// In a group whose members are users: a user went (their last connection left it).
+    UserRemoved {
+        group: &'a str,
+        user: &'a str,
         count: u64,
     },
 }

@@ -22,8 +22,8 @@ use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::CloseRequest;
 use crate::protocol::{Command, Encoding, Input, Outbound, Violation};
-use requests::PublishFlags;
 pub(crate) use requests::TokenBucket;
+use requests::{Grant, PublishFlags};
 
 /// Unreadable requests in a row after which the connection is closed (4002).
 const MAX_CONSECUTIVE_ERRORS: u32 = 50;
@@ -132,7 +132,9 @@ impl Session {
         match command {
             Command::Open { encoding, sequenced } => self.open(encoding, sequenced),
             Command::Ack { through } => self.conn.outbox.acknowledge(through),
-            Command::Join { reply, group, since, proof } => self.join(reply, group, since, proof),
+            Command::Join { reply, group, since, proof, member } => {
+                self.join(reply, group, since, Grant { proof, member })
+            }
             Command::Leave { reply, group } => self.leave(reply, &group),
             Command::Publish { reply, group, event, data, no_echo, members_only } => {
                 self.publish(reply, group, event, data, PublishFlags { no_echo, members_only });
@@ -173,6 +175,9 @@ impl Session {
             self.say(&Outbound::OpenRefused(&message));
             return self.fail(Violation::new(CloseCode::ProtocolError, message));
         };
+        // Told once the connection is in its targets: a message sent the moment the client
+        // knows it is open must reach it.
+        self.conn.outbox.hold_writes();
         self.say(&Outbound::Opened);
         self.conn.set_format(format);
         if sequenced && self.conn.resumable {
@@ -197,6 +202,7 @@ impl Session {
                     conn.outbox.close_now(err.close_request());
                 }
             }
+            conn.outbox.release_writes();
         }));
     }
 

@@ -16,10 +16,10 @@ use signalbox_proto::wire::{
 
 use super::{Session, send};
 use crate::EdgeState;
-use crate::conn::Conn;
+use crate::conn::{Conn, Member};
 use crate::directory::LookupError;
 use crate::hub::JoinError;
-use crate::protocol::{Answer, JoinProof, Outbound};
+use crate::protocol::{Answer, JoinMember, JoinProof, Outbound};
 
 /// Publish allowance: `rate` tokens per second up to `burst`.
 #[derive(Debug)]
@@ -58,6 +58,22 @@ impl TokenBucket {
 pub(super) struct PublishFlags {
     pub(super) no_echo: bool,
     pub(super) members_only: bool,
+}
+
+/// What lets a join in without a permission, and who it says the connection is.
+#[derive(Debug)]
+pub(super) struct Grant {
+    pub(super) proof: Option<JoinProof>,
+    pub(super) member: Option<JoinMember>,
+}
+
+/// Who is in a group, on every edge (asked of the api).
+async fn members(edge: &EdgeState, conn: &Conn, group: &GroupName) -> Option<PresenceSummary> {
+    let query = ApiQuery::Presence(GroupPresenceQuery { hub: conn.scope.hub.to_string(), group: group.to_string() });
+    match edge.directory.request(&conn.scope.app, ApiOp::Presence, query, edge.hub.config.api_timeout).await {
+        Ok(ApiAnswer::Presence(list)) => Some(PresenceSummary::from_entries(&list.entries)),
+        _ => None,
+    }
 }
 
 /// Checks a join's proof: a signature by a live key of the connection's app.
@@ -177,14 +193,10 @@ impl Session {
     }
 
     /// Joins a group; with `since`, first replays what the client missed after that position.
-    /// A join by `proof` needs no permission: the app's backend signed it.
-    pub(super) fn join(
-        &mut self,
-        reply: Option<ReplyId>,
-        group: GroupName,
-        since: Option<u64>,
-        proof: Option<JoinProof>,
-    ) {
+    /// A join by `proof` needs no permission: the app's backend signed it. A join naming a
+    /// member answers with the group's members.
+    pub(super) fn join(&mut self, reply: Option<ReplyId>, group: GroupName, since: Option<u64>, grant: Grant) {
+        let Grant { proof, member } = grant;
         if proof.is_none() && !self.permissions.allows(Action::Join, &group) {
             return self.forbidden(reply.as_ref(), "joining", &group);
         }
@@ -196,6 +208,14 @@ impl Session {
             {
                 let (code, message) = refusal;
                 return send(&conn, &Outbound::Error { to, code, message: &message });
+            }
+            let lists_members = member.is_some();
+            if let Some(member) = member {
+                let named = Member { user: member.user, info: member.info.map(Arc::from) };
+                if conn.member.get_or_init(|| named.clone()).user != named.user {
+                    let message = "a connection is one user: it joined another group of users as someone else";
+                    return send(&conn, &Outbound::Error { to, code: ErrorCode::Forbidden, message });
+                }
             }
             if since.is_some() {
                 if conn.groups.lock().names.contains(&group) {
@@ -219,6 +239,13 @@ impl Session {
                             None => send(&conn, &Outbound::Recovery(&[outcome])),
                         }
                     }
+                    (None, Some(to)) if lists_members => match members(&edge, &conn, &group).await {
+                        Some(summary) => send(&conn, &Outbound::Reply { to, answer: Answer::Presence(&summary) }),
+                        None => {
+                            let message = "cannot tell who is there right now; retry";
+                            send(&conn, &Outbound::Error { to: Some(to), code: ErrorCode::Unavailable, message });
+                        }
+                    },
                     (None, Some(to)) => send(&conn, &Outbound::Reply { to, answer: Answer::Ok }),
                     (None, None) => {}
                 },

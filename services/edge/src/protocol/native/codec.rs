@@ -36,7 +36,9 @@ impl Protocol for Native {
             Ok(request) => {
                 let reply = request.id;
                 match request.command {
-                    ClientCommand::Join { group, since } => Command::Join { reply, group, since, proof: None },
+                    ClientCommand::Join { group, since } => {
+                        Command::Join { reply, group, since, proof: None, member: None }
+                    }
                     ClientCommand::Leave { group } => Command::Leave { reply, group },
                     ClientCommand::Publish { group, event, data, no_echo } => {
                         Command::Publish { reply, group, event, data, no_echo, members_only: false }
@@ -88,5 +90,22 @@ pub(crate) fn encode_presence(notice: &PresenceNotice<'_>) -> Vec<u8> {
             native::encode_presence_members(group, joined, left, count, truncated)
         }
         PresenceNotice::Count { group, count } => native::encode_presence_count(group, count),
+        // `{"type":"presence","group":…,"joined":[{"userId":…,"info":…}],"left":[],"count":…}`.
+        PresenceNotice::UserAdded { group, user, info, count } => {
+            let info = info.and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok());
+            let joined = match info {
+                Some(info) => serde_json::json!([{"userId": user, "info": info}]),
+                None => serde_json::json!([{"userId": user}]),
+            };
+            let frame =
+                serde_json::json!({"type": "presence", "group": group, "joined": joined, "left": [], "count": count});
+            serde_json::to_vec(&frame).unwrap_or_default()
+        }
+        PresenceNotice::UserRemoved { group, user, count } => {
+            let left = serde_json::json!([{"userId": user}]);
+            let frame =
+                serde_json::json!({"type": "presence", "group": group, "joined": [], "left": left, "count": count});
+            serde_json::to_vec(&frame).unwrap_or_default()
+        }
     }
 }

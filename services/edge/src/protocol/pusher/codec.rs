@@ -5,8 +5,10 @@
 //!   REST clients of an app meet in the same groups.
 //! - `pusher:subscribe` joins: a public channel by right (the app turned Pusher on), a
 //!   `private-…` one (encrypted ones included) by the `auth` signature of the app's backend
-//!   over `socket_id:channel`. Its answer names the channel: `subscription_succeeded`, or
-//!   `subscription_error`.
+//!   over `socket_id:channel`, a `presence-…` one over `socket_id:channel:channel_data`, which
+//!   names the connection's user. Its answer names the channel: `subscription_succeeded` (with
+//!   the members, for presence), or `subscription_error`. Members come and go as users:
+//!   `member_added` with a user's first connection, `member_removed` with their last.
 //! - A client event (`client-…`) is published to a private channel the connection is in, to
 //!   everybody but the sender.
 //! - What the server sends carries its data as a string (JSON text unless the data is a
@@ -19,7 +21,10 @@ use signalbox_core::{ErrorCode, EventName, GroupName};
 use signalbox_proto::native::ReplyId;
 use signalbox_proto::wire::DataKind;
 
-use crate::protocol::{Answer, Command, ESCAPED_NAME, Input, JoinProof, Outbound, Protocol, ProtocolInfo, Violation};
+use crate::protocol::{
+    Answer, Command, ESCAPED_NAME, Input, JoinMember, JoinProof, Outbound, PresenceNotice, Protocol, ProtocolInfo,
+    Violation,
+};
 
 #[derive(Debug)]
 pub(crate) struct Pusher;
@@ -88,20 +93,38 @@ fn subscribe(input: &Input, data: Option<&RawValue>) -> Command {
     if channel.starts_with(INTERNAL) {
         return refused(&channel, "channels starting with # are the server's; sign in (not supported yet)");
     }
-    if channel.starts_with(PRESENCE) {
-        return refused(&channel, "presence channels are not supported yet (docs/pusher.md)");
-    }
-    if !channel.starts_with(PRIVATE) {
-        return Command::Join { reply, group, since: None, proof: None };
+    let presence = channel.starts_with(PRESENCE);
+    if !presence && !channel.starts_with(PRIVATE) {
+        return Command::Join { reply, group, since: None, proof: None, member: None };
     }
     let Some(connection) = &input.connection else { return refused(&channel, "no socket id") };
     let Some((key, signature)) = subscription.auth.as_deref().and_then(|auth| auth.split_once(':')) else {
-        return refused(&channel, "a private channel needs `auth`: key:signature");
+        return refused(&channel, "a private or presence channel needs `auth`: key:signature");
+    };
+    let member = match (presence, subscription.channel_data.as_deref()) {
+        (true, Some(data)) => match member_of(data) {
+            Some(member) => Some(member),
+            None => return refused(&channel, "channel_data must be JSON with a user_id"),
+        },
+        (true, None) => return refused(&channel, "a presence channel needs channel_data"),
+        (false, _) => None,
     };
     let socket = signalbox_core::pusher::socket_id(connection);
     let signed = signalbox_core::pusher::subscription_payload(&socket, &channel, subscription.channel_data.as_deref());
     let proof = JoinProof { key: key.to_owned(), signed, signature: signature.to_owned() };
-    Command::Join { reply, group, since: None, proof: Some(proof) }
+    Command::Join { reply, group, since: None, proof: Some(proof), member }
+}
+
+/// `{"user_id": "…" (or a number), "user_info": …}`.
+fn member_of(channel_data: &str) -> Option<JoinMember> {
+    let data: serde_json::Value = serde_json::from_str(channel_data).ok()?;
+    let user = match &data["user_id"] {
+        serde_json::Value::String(id) => id.clone(),
+        serde_json::Value::Number(id) => id.to_string(),
+        _ => return None,
+    };
+    let info = data.get("user_info").filter(|info| !info.is_null()).map(ToString::to_string);
+    Some(JoinMember { user: signalbox_core::UserId::new(user).ok()?, info })
 }
 
 fn client_event(event: &str, channel: Option<&str>, data: Option<&RawValue>) -> Command {
@@ -173,6 +196,21 @@ impl Protocol for Pusher {
             Outbound::Reply { to, answer: Answer::Ok | Answer::Position(_) | Answer::Recovery(_) } => {
                 event("pusher_internal:subscription_succeeded", Some(&channel_of(to)), "{}")
             }
+            // A presence channel's members: users, with their info.
+            Outbound::Reply { to, answer: Answer::Presence(summary) } => {
+                let ids: Vec<&str> = summary.members.iter().map(|m| m.user_id.as_str()).collect();
+                let hash: serde_json::Map<String, serde_json::Value> =
+                    summary.members.iter().map(|m| (m.user_id.clone(), info_value(m.info_json.as_deref()))).collect();
+                let presence = serde_json::json!({"presence": {"ids": ids, "hash": hash, "count": ids.len()}});
+                event("pusher_internal:subscription_succeeded", Some(&channel_of(to)), &presence.to_string())
+            }
+            Outbound::Presence(PresenceNotice::UserAdded { group, user, info, .. }) => {
+                let member = serde_json::json!({"user_id": user, "user_info": info_value(info)});
+                event("pusher_internal:member_added", Some(group), &member.to_string())
+            }
+            Outbound::Presence(PresenceNotice::UserRemoved { group, user, .. }) => {
+                event("pusher_internal:member_removed", Some(group), &serde_json::json!({"user_id": user}).to_string())
+            }
             Outbound::Error { to: Some(to), code, message } => {
                 let status = if code == ErrorCode::Forbidden { 401 } else { 400 };
                 let error = serde_json::json!({"type": "AuthError", "error": message, "status": status});
@@ -197,6 +235,10 @@ impl Protocol for Pusher {
             | Outbound::Sequence(_) => return None,
         })
     }
+}
+
+fn info_value(info: Option<&str>) -> serde_json::Value {
+    info.and_then(|i| serde_json::from_str(i).ok()).unwrap_or(serde_json::Value::Null)
 }
 
 fn channel_of(reply: &ReplyId) -> String {
