@@ -216,6 +216,28 @@ class PusherPython(unittest.TestCase):
             ann.close()
             bob.close()
 
+    def test_a_signed_in_user_and_nobody_else_gets_their_own_channel(self):
+        library = SERVER.library()
+        eve, mallory = Socket(SERVER), Socket(SERVER)
+        try:
+            signed = library.authenticate_user(eve.socket_id, {"id": "eve", "user_info": {"n": 1}})
+            eve.send("pusher:signin", {"auth": signed["auth"], "user_data": signed["user_data"]})
+            success = eve.next_event("pusher:signin_success")
+            self.assertEqual(json.loads(json.loads(success["data"])["user_data"])["id"], "eve")
+            self.assertEqual(eve.subscribe("#server-to-user-eve")["event"], "pusher_internal:subscription_succeeded")
+
+            # Not signed in, or signed in as someone else: refused; a replayed signature too.
+            self.assertEqual(mallory.subscribe("#server-to-user-eve")["event"], "pusher:subscription_error")
+            mallory.send("pusher:signin", {"auth": signed["auth"], "user_data": signed["user_data"]})
+            self.assertEqual(mallory.next_event("pusher:error")["event"], "pusher:error", "eve's signature is eve's socket's")
+
+            library.send_to_user("eve", "secret", {"for": "eve"})
+            message = eve.next_event("secret")
+            self.assertEqual((message["channel"], json.loads(message["data"])), ("#server-to-user-eve", {"for": "eve"}))
+        finally:
+            eve.close()
+            mallory.close()
+
     def test_refusals_are_the_libraries_exceptions(self):
         with self.assertRaises(pusher.errors.PusherBadAuth):
             SERVER.library(secret="not-the-secret").trigger("py-news", "e", {})

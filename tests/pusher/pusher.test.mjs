@@ -29,6 +29,13 @@ function startAuthEndpoint(sign) {
     request.on("data", (chunk) => (body += chunk));
     request.on("end", () => {
       const form = new URLSearchParams(body);
+      // pusher-js's user authentication (sign-in) posts here too, without a channel.
+      if (request.url.startsWith("/pusher/user-auth")) {
+        const user = form.get("user");
+        const answer = backend.authenticateUser(form.get("socket_id"), { id: user, user_info: { name: user } });
+        response.writeHead(200, { "content-type": "application/json" });
+        return response.end(JSON.stringify(answer));
+      }
       authorizations.push(form.get("channel_name"));
       const answer = sign(form.get("socket_id"), form.get("channel_name"), form);
       response.writeHead(200, { "content-type": "application/json" });
@@ -86,12 +93,17 @@ function client(key = credentials.key, port = server.port) {
   return new PusherClient(key, pusherOptions(port));
 }
 
-/** A pusher-js client whose auth endpoint knows it as `user` (for presence channels). */
+/** A pusher-js client whose auth endpoint knows it as `user` (presence channels, sign-in). */
 function clientOf(user, port = server.port) {
   const options = pusherOptions(port);
   return new PusherClient(credentials.key, {
     ...options,
     channelAuthorization: { ...options.channelAuthorization, params: { user } },
+    userAuthentication: {
+      endpoint: `http://127.0.0.1:${auth.address().port}/pusher/user-auth`,
+      transport: "ajax",
+      params: { user },
+    },
   });
 }
 
@@ -295,6 +307,44 @@ describe("presence channels", () => {
       assert.deepEqual(bobSaw, [], "bob was never told of himself");
     } finally {
       for (const pusher of [ann, bob1, bob2]) pusher.disconnect();
+    }
+  });
+});
+
+describe("user authentication", () => {
+  test("a signed-in user gets what is sent to them, and only they get it; terminating ends them for good", async () => {
+    const [eve, mallory] = [clientOf("eve"), clientOf("mallory")];
+    try {
+      await Promise.all([connected(eve), connected(mallory)]);
+      eve.signin();
+      mallory.signin();
+      const got = withDeadline(new Promise((resolve) => eve.user.bind("secret", resolve)), "eve's message");
+      const malloryGot = [];
+      mallory.user.bind("secret", (data) => malloryGot.push(data));
+      // Signed in once the server-to-user channel is subscribed.
+      await eventually(async () => eve.user.serverToUserChannel?.subscribed === true, "eve signed in");
+      await eventually(async () => mallory.user.serverToUserChannel?.subscribed === true, "mallory signed in");
+      await backend.sendToUser("eve", "secret", { for: "eve" });
+      assert.deepEqual(await got, { for: "eve" });
+      assert.deepEqual(malloryGot, [], "only eve");
+
+      // (That mallory cannot subscribe to eve's own channel is tried by hand in
+      // tests/pusher-python: pusher-js will not even ask.)
+      // Signalbox's own API reaches a signed-in user too.
+      const again = withDeadline(new Promise((resolve) => eve.user.bind("native", resolve)), "the native send");
+      await appClient.publishToUser("eve", "native", { via: "signalbox" });
+      assert.deepEqual(await again, { via: "signalbox" });
+
+      const errors = [];
+      eve.connection.bind("error", (error) => errors.push(error));
+      const response = await backend.terminateUserConnections("eve");
+      assert.equal(response.status, 200);
+      await eventually(async () => eve.connection.state === "disconnected", "eve to be disconnected, not retrying");
+      assert.equal((errors[0]?.error ?? errors[0])?.data?.code, 4009, JSON.stringify(errors));
+      assert.equal(mallory.connection.state, "connected");
+    } finally {
+      eve.disconnect();
+      mallory.disconnect();
     }
   });
 });

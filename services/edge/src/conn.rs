@@ -55,6 +55,8 @@ pub(crate) struct Conn {
     /// Who it is in groups whose members are users, when its protocol says so at a join
     /// (Pusher's signed `channel_data`) rather than at connect. Set once.
     pub(crate) member: OnceLock<Member>,
+    /// The user it signed in as after connecting (Pusher's `pusher:signin`). Set once.
+    pub(crate) signed_in: OnceLock<UserId>,
 }
 
 /// A connection's user and public info, as a join named them.
@@ -76,6 +78,11 @@ impl Conn {
     /// Its user in presence: the one a join named, else its token's.
     pub(crate) fn presence_user(&self) -> Option<&UserId> {
         self.member.get().map(|m| &m.user).or(self.user.as_ref())
+    }
+
+    /// The user whose messages it gets: its token's, or the one it signed in as.
+    pub(crate) fn target_user(&self) -> Option<&UserId> {
+        self.user.as_ref().or(self.signed_in.get())
     }
 
     /// Its public info in presence, as JSON.

@@ -168,6 +168,7 @@ async fn register(edge: &EdgeState, scope: &Scope, id: &ConnectionId, descriptio
         resumable: true,
         moving: true.into(),
         member: std::sync::OnceLock::new(),
+        signed_in: std::sync::OnceLock::new(),
     });
     conn.outbox.retain();
     conn.outbox.park();

@@ -176,10 +176,12 @@ struct Batch {
     batch: Vec<Event>,
 }
 
-/// A channel name as Pusher's libraries allow them (and a group name as Signalbox does).
+/// A channel name as Pusher's libraries allow them (and a group name as Signalbox does):
+/// `#server-to-user-{id}` is a signed-in user's own.
 fn channel(name: &str) -> Result<GroupName, Refusal> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "_-=@,.;".contains(c);
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || !name.chars().all(allowed) {
+    let rest = name.strip_prefix("#server-to-user-").unwrap_or(name);
+    if rest.is_empty() || name.chars().count() > MAX_NAME_CHARS || !rest.chars().all(allowed) {
         return Err(bad_request(format!("Invalid channel name: {name:?}")));
     }
     GroupName::new(name).map_err(|e| bad_request(format!("Invalid channel name {name:?}: {e}")))

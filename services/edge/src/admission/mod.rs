@@ -127,6 +127,7 @@ pub(crate) async fn admit(
         resumable,
         moving: false.into(),
         member: std::sync::OnceLock::new(),
+        signed_in: std::sync::OnceLock::new(),
     });
     edge.hub.register(&conn).map_err(|refusal| {
         let (code, reason) = match refusal {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use signalbox_core::{CloseCode, clock};
 use signalbox_proto::wire::{DataKind, Envelope};
 
-use super::{Hub, Target};
+use super::{Hub, Target, TargetKind};
 use crate::conn::{Conn, ConnKey};
 use crate::outbox::{CloseRequest, Pushed};
 use crate::protocol::{Format, MessageOut, Outbound};
@@ -23,6 +23,8 @@ pub(crate) struct Outgoing<'a> {
     envelope: &'a Envelope,
     /// The group named in the message frame, for group deliveries.
     group: Option<&'a str>,
+    /// The user, for deliveries to a user.
+    user: Option<&'a str>,
     /// `None` inside: the format has no frame for it (it is not sent).
     frames: [Option<Option<Bytes>>; Format::COUNT],
 }
@@ -30,12 +32,18 @@ pub(crate) struct Outgoing<'a> {
 impl<'a> Outgoing<'a> {
     /// `envelope.position` is set for stored messages (it becomes the frame's `seq`).
     pub(crate) fn new(envelope: &'a Envelope, group: Option<&'a str>) -> Self {
-        Self { envelope, group, frames: Default::default() }
+        Self { envelope, group, user: None, frames: Default::default() }
+    }
+
+    /// A message for a user's connections.
+    pub(crate) fn for_user(mut self, user: Option<&'a str>) -> Self {
+        self.user = user;
+        self
     }
 
     /// The framed bytes of this message in `format`, encoded on first use.
     pub(crate) fn frame(&mut self, format: Format) -> Option<&Bytes> {
-        let (envelope, group) = (self.envelope, self.group);
+        let (envelope, group, user) = (self.envelope, self.group, self.user);
         self.frames[format.index()]
             .get_or_insert_with(|| {
                 format.encode(&Outbound::Message(MessageOut {
@@ -43,6 +51,7 @@ impl<'a> Outgoing<'a> {
                     kind: DataKind::try_from(envelope.data_kind).unwrap_or(DataKind::Json),
                     data: &envelope.data,
                     group,
+                    user,
                     seq: envelope.position,
                 }))
             })
@@ -106,7 +115,11 @@ impl Hub {
         let _entered = span.enter();
         let started = Instant::now();
         let excluded = self.excluded(envelope);
-        let mut outgoing = Outgoing::new(envelope, target.group().map(|g| g.as_str()));
+        let user = match &target.kind {
+            TargetKind::User(user) => Some(user.as_str()),
+            _ => None,
+        };
+        let mut outgoing = Outgoing::new(envelope, target.group().map(|g| g.as_str())).for_user(user);
         let delivered = target.with_members(|members| {
             let mut delivered = 0;
             for (key, conn) in members {

@@ -30,7 +30,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxBuildHasher;
 use signalbox_bus::{Bus, BusError, Inbox, Interest, Journal};
-use signalbox_core::{AppId, CloseCode, ConnectionId, GroupName};
+use signalbox_core::{AppId, CloseCode, ConnectionId, GroupName, UserId};
 use signalbox_proto::Subject;
 
 use crate::config::EdgeConfig;
@@ -224,6 +224,19 @@ impl Hub {
         Ok(())
     }
 
+    /// Puts a connection in the target of the user it signed in as after connecting.
+    pub(crate) async fn attach_user(&self, conn: &Arc<Conn>, user: &UserId) -> Result<(), JoinError> {
+        let target = {
+            let groups = conn.groups.lock();
+            if groups.detached {
+                return Err(JoinError::Closing);
+            }
+            self.add_member(conn, TargetKind::User(user.clone()), self.config.subjects.user(&conn.scope, user))
+        };
+        self.ensure_subscribed(&target).await?;
+        Ok(())
+    }
+
     /// Adds `conn` to `group`. Returns false if it was already a member. Idempotent.
     pub(crate) async fn join(&self, conn: &Arc<Conn>, group: &GroupName) -> Result<bool, JoinError> {
         let target = {
@@ -281,7 +294,7 @@ impl Hub {
                 self.presence_changed(&target, conn, false);
             }
         }
-        if let Some(user) = &conn.user {
+        if let Some(user) = conn.target_user() {
             self.remove_member(conn, &subjects.user(&conn.scope, user));
         }
         self.remove_member(conn, &subjects.all(&conn.scope));

@@ -91,6 +91,9 @@ pub(crate) struct ProtocolInfo {
     /// The largest message frame (before transport framing) for a payload of at most
     /// `max_payload` bytes, with the longest names: the outbound queue takes at least two.
     pub(crate) message_bound: fn(max_payload: usize) -> usize,
+    /// The close code a client of this protocol is sent for a Signalbox close code (where the
+    /// protocol gives a code another meaning).
+    pub(crate) close_code: fn(CloseCode) -> u16,
 }
 
 /// An event or group name as a JSON string, every byte escaped at worst (`\u00XX`): for
@@ -355,6 +358,13 @@ pub(crate) enum Command {
     Ack {
         through: u64,
     },
+    /// The connection signs in as a user (Pusher's `pusher:signin`): proven by the app
+    /// backend's signature over `user_data`, which the answer echoes.
+    SignIn {
+        proof: JoinProof,
+        member: JoinMember,
+        user_data: String,
+    },
     /// Joins a group: by the connection's permissions, or by `proof` — a signature of the
     /// app's backend that grants this one join (Pusher's private channels).
     Join {
@@ -412,13 +422,15 @@ pub(crate) enum Command {
     Close,
 }
 
-/// A backend's signature granting one join: HMAC-SHA256 of `signed` with the secret of the
-/// app key `key` (hex).
+/// What grants a join without a permission.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct JoinProof {
-    pub(crate) key: String,
-    pub(crate) signed: String,
-    pub(crate) signature: String,
+pub(crate) enum JoinProof {
+    /// The app backend's signature: HMAC-SHA256 of `signed` with the secret of the app key
+    /// `key` (hex).
+    Signed { key: String, signed: String, signature: String },
+    /// The connection signed in as this user (a group only the user may join: Pusher's
+    /// `#server-to-user-…`).
+    SignedInAs(signalbox_core::UserId),
 }
 
 /// Who a join names the connection as, in a group whose members are users.
@@ -452,6 +464,8 @@ pub(crate) struct MessageOut<'a> {
     pub(crate) data: &'a [u8],
     /// The group, for group deliveries.
     pub(crate) group: Option<&'a str>,
+    /// The user, for deliveries to a user (Pusher names their own channel).
+    pub(crate) user: Option<&'a str>,
     /// The position of a stored message in its group.
     pub(crate) seq: Option<u64>,
 }
@@ -538,6 +552,8 @@ pub(crate) enum Outbound<'a> {
     Ack(u64),
     /// The id of the next counted message: first on a resumed connection.
     Sequence(u64),
+    /// A sign-in succeeded; the user data it signed.
+    SignedIn(&'a str),
 }
 
 impl Outbound<'_> {

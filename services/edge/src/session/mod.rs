@@ -132,6 +132,7 @@ impl Session {
         match command {
             Command::Open { encoding, sequenced } => self.open(encoding, sequenced),
             Command::Ack { through } => self.conn.outbox.acknowledge(through),
+            Command::SignIn { proof, member, user_data } => self.sign_in(proof, member, user_data),
             Command::Join { reply, group, since, proof, member } => {
                 self.join(reply, group, since, Grant { proof, member })
             }

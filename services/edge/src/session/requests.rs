@@ -76,10 +76,16 @@ async fn members(edge: &EdgeState, conn: &Conn, group: &GroupName) -> Option<Pre
     }
 }
 
-/// Checks a join's proof: a signature by a live key of the connection's app.
+/// Checks a join's proof: a signature by a live key of the connection's app, or the user the
+/// connection signed in as.
 async fn check_proof(edge: &EdgeState, conn: &Conn, proof: &JoinProof) -> Result<(), (ErrorCode, String)> {
     let forbidden = |message: &str| (ErrorCode::Forbidden, message.to_owned());
-    let key_id = KeyId::new(&proof.key).map_err(|_| forbidden("the signature names no key of this app"))?;
+    let (key, signed, signature) = match proof {
+        JoinProof::Signed { key, signed, signature } => (key, signed, signature),
+        JoinProof::SignedInAs(user) if conn.signed_in.get() == Some(user) => return Ok(()),
+        JoinProof::SignedInAs(_) => return Err(forbidden("only the user signed in on this connection may join")),
+    };
+    let key_id = KeyId::new(key).map_err(|_| forbidden("the signature names no key of this app"))?;
     let key = match edge.directory.key(&conn.scope.app, &key_id).await {
         Ok(key) if !key.revoked => key,
         Ok(_) => return Err(forbidden("the signature's key is revoked")),
@@ -88,11 +94,8 @@ async fn check_proof(edge: &EdgeState, conn: &Conn, proof: &JoinProof) -> Result
             return Err((ErrorCode::Unavailable, "cannot check the signature right now; retry".into()));
         }
     };
-    if !signalbox_core::pusher::verify(&key.secret, &proof.signed, &proof.signature) {
-        return Err(forbidden(&format!(
-            "invalid signature: expected the HMAC-SHA256 hex digest of {:?}",
-            proof.signed
-        )));
+    if !signalbox_core::pusher::verify(&key.secret, signed, signature) {
+        return Err(forbidden(&format!("invalid signature: expected the HMAC-SHA256 hex digest of {signed:?}")));
     }
     Ok(())
 }
@@ -118,6 +121,32 @@ impl Session {
             return true;
         }
         false
+    }
+
+    /// Signs the connection in as a user: proven by the backend's signature; it then gets
+    /// what is sent to the user, and may join the user's own groups.
+    pub(super) fn sign_in(&mut self, proof: JoinProof, member: JoinMember, user_data: String) {
+        let (edge, conn) = (Arc::clone(&self.edge), Arc::clone(&self.conn));
+        self.then(async move {
+            let refuse = |code, message: &str| send(&conn, &Outbound::Error { to: None, code, message });
+            if let Err((code, message)) = check_proof(&edge, &conn, &proof).await {
+                return refuse(code, &message);
+            }
+            let user = member.user.clone();
+            let named = Member { user: member.user, info: member.info.map(Arc::from) };
+            if conn.member.get_or_init(|| named.clone()).user != user
+                || conn.signed_in.get_or_init(|| user.clone()) != &user
+            {
+                return refuse(ErrorCode::Forbidden, "a connection is one user: it is signed in as someone else");
+            }
+            match edge.hub.attach_user(&conn, &user).await {
+                Ok(()) => send(&conn, &Outbound::SignedIn(&user_data)),
+                Err(err) => {
+                    tracing::warn!(connection = %conn.id, error = %err, "sign-in failed");
+                    refuse(ErrorCode::Unavailable, "cannot sign in right now; retry");
+                }
+            }
+        });
     }
 
     /// Who is in a group the client may join, asked of every edge through the api.

@@ -370,7 +370,8 @@ impl<S: Socket> Connection<S> {
         if let Some(goodbye) = self.conn.format().encode(&Outbound::Close(request)) {
             self.pending.push_back(goodbye);
         }
-        self.pending.push_back(codec::close_frame(request.code.code(), &request.reason));
+        let code = (self.conn.format().info().close_code)(request.code);
+        self.pending.push_back(codec::close_frame(code, &request.reason));
     }
 
     fn advance(&mut self, mut n: usize) {

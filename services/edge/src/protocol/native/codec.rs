@@ -1,6 +1,7 @@
 //! The native protocol, `signalbox.json.v1`: one JSON object per WebSocket text frame (see
 //! docs/protocol.md). The client needs no opening; the server starts with `welcome`.
 
+use signalbox_core::CloseCode;
 use signalbox_proto::native::{self, ClientCommand, FrameError};
 
 use crate::protocol::{
@@ -17,6 +18,7 @@ static INFO: ProtocolInfo = ProtocolInfo {
     keepalive: None,
     opening: None,
     message_bound,
+    close_code: CloseCode::code,
 };
 
 /// `{"type":"message","event":…,"data":…,"encoding":"base64","group":…,"seq":…}`: about 90
@@ -65,7 +67,8 @@ impl Protocol for Native {
             | Outbound::KeepAlive
             | Outbound::Close(_)
             | Outbound::Ack(_)
-            | Outbound::Sequence(_) => return None,
+            | Outbound::Sequence(_)
+            | Outbound::SignedIn(_) => return None,
             Outbound::Message(m) => native::encode_message(m.event, m.kind, m.data, m.group, m.seq),
             Outbound::Presence(notice) => encode_presence(&notice),
             Outbound::Reply { to, answer } => match answer {

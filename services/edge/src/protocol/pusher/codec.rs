@@ -17,7 +17,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use signalbox_core::{ErrorCode, EventName, GroupName};
+use signalbox_core::{CloseCode, ErrorCode, EventName, GroupName, UserId};
 use signalbox_proto::native::ReplyId;
 use signalbox_proto::wire::DataKind;
 
@@ -29,8 +29,25 @@ use crate::protocol::{
 #[derive(Debug)]
 pub(crate) struct Pusher;
 
-static INFO: ProtocolInfo =
-    ProtocolInfo { name: "pusher.v7", binary: false, delimits: false, keepalive: None, opening: None, message_bound };
+static INFO: ProtocolInfo = ProtocolInfo {
+    name: "pusher.v7",
+    binary: false,
+    delimits: false,
+    keepalive: None,
+    opening: None,
+    message_bound,
+    close_code,
+};
+
+/// Signalbox's close codes are in Pusher's ranges (4000-4099 give up, 4100-4199 back off,
+/// 4200-4299 reconnect now) except 4000, which Pusher clients read as "use TLS": the backend's
+/// close goes out as Pusher's 4009 ("you got disconnected by the app"; no reconnect).
+fn close_code(code: CloseCode) -> u16 {
+    match code {
+        CloseCode::ClosedByBackend => 4009,
+        other => other.code(),
+    }
+}
 
 /// `{"event":…,"channel":…,"data":"…"}`: data as a JSON string (escaped at worst: `\u00XX`
 /// for every byte), binary data as base64.
@@ -43,6 +60,8 @@ const PRIVATE: &str = "private-";
 const PRESENCE: &str = "presence-";
 /// Channels only the server may name (a signed-in user's own).
 const INTERNAL: &str = "#";
+/// A signed-in user's own channel: `#server-to-user-{id}`.
+const SERVER_TO_USER: &str = "#server-to-user-";
 /// The prefix of events clients may send.
 const CLIENT_EVENT: &str = "client-";
 /// Pusher's code for a client event refused by the rate limit (sent, never a close).
@@ -90,8 +109,12 @@ fn subscribe(input: &Input, data: Option<&RawValue>) -> Command {
         return refused(&channel, format!("invalid channel name {channel:?}"));
     };
     let reply = Some(ReplyId::Text(channel.clone()));
+    if let Some(user) = channel.strip_prefix(SERVER_TO_USER) {
+        let Ok(user) = UserId::new(user) else { return refused(&channel, "invalid user id") };
+        return Command::Join { reply, group, since: None, proof: Some(JoinProof::SignedInAs(user)), member: None };
+    }
     if channel.starts_with(INTERNAL) {
-        return refused(&channel, "channels starting with # are the server's; sign in (not supported yet)");
+        return refused(&channel, "channels starting with # are the server's");
     }
     let presence = channel.starts_with(PRESENCE);
     if !presence && !channel.starts_with(PRIVATE) {
@@ -111,8 +134,34 @@ fn subscribe(input: &Input, data: Option<&RawValue>) -> Command {
     };
     let socket = signalbox_core::pusher::socket_id(connection);
     let signed = signalbox_core::pusher::subscription_payload(&socket, &channel, subscription.channel_data.as_deref());
-    let proof = JoinProof { key: key.to_owned(), signed, signature: signature.to_owned() };
+    let proof = JoinProof::Signed { key: key.to_owned(), signed, signature: signature.to_owned() };
     Command::Join { reply, group, since: None, proof: Some(proof), member }
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    auth: String,
+    user_data: String,
+}
+
+/// `pusher:signin`: `auth` signs `socket_id::user::user_data`, whose `id` is the user.
+fn sign_in(input: &Input, data: Option<&RawValue>) -> Command {
+    let Some(Ok(SignIn { auth, user_data })) = data.map(|d| serde_json::from_str::<SignIn>(d.get())) else {
+        return invalid("pusher:signin needs data with auth and user_data");
+    };
+    let Some((key, signature)) = auth.split_once(':') else { return invalid("auth is key:signature") };
+    let Some(connection) = &input.connection else { return invalid("no socket id") };
+    let Ok(fields) = serde_json::from_str::<serde_json::Value>(&user_data) else {
+        return invalid("user_data must be JSON");
+    };
+    let Some(Ok(user)) = fields["id"].as_str().filter(|id| !id.is_empty()).map(UserId::new) else {
+        return invalid("user_data needs a non-empty string id");
+    };
+    let info = fields.get("user_info").filter(|info| !info.is_null()).map(ToString::to_string);
+    let socket = signalbox_core::pusher::socket_id(connection);
+    let signed = format!("{socket}::user::{user_data}");
+    let proof = JoinProof::Signed { key: key.to_owned(), signed, signature: signature.to_owned() };
+    Command::SignIn { proof, member: JoinMember { user, info }, user_data }
 }
 
 /// `{"user_id": "…" (or a number), "user_info": …}`.
@@ -161,10 +210,7 @@ impl Protocol for Pusher {
                 }
                 _ => Some(invalid("pusher:unsubscribe needs data with a channel")),
             },
-            "pusher:signin" => Some(Command::Unsupported {
-                reply: None,
-                message: "user authentication (pusher:signin) is not supported yet".into(),
-            }),
+            "pusher:signin" => Some(sign_in(input, frame.data)),
             event if event.starts_with(CLIENT_EVENT) => Some(client_event(event, channel, frame.data)),
             // Other events are not the client's to send; Pusher ignores them.
             _ => None,
@@ -191,7 +237,10 @@ impl Protocol for Pusher {
                     }
                     DataKind::Json => carried(message.event, message.data),
                 };
-                raw_event(message.event, message.group, &data)
+                // What is sent to a user arrives on their own channel.
+                let own =
+                    message.user.filter(|_| message.group.is_none()).map(|user| format!("{SERVER_TO_USER}{user}"));
+                raw_event(message.event, message.group.or(own.as_deref()), &data)
             }
             Outbound::Reply { to, answer: Answer::Ok | Answer::Position(_) | Answer::Recovery(_) } => {
                 event("pusher_internal:subscription_succeeded", Some(&channel_of(to)), "{}")
@@ -221,6 +270,10 @@ impl Protocol for Pusher {
                 raw_event("pusher:error", None, &serde_json::json!({"code": code, "message": message}).to_string())
             }
             Outbound::Pong(_) => event("pusher:pong", None, "{}"),
+            // `user_data` stays the string the backend signed (pusher-js parses it).
+            Outbound::SignedIn(user_data) => {
+                event("pusher:signin_success", None, &serde_json::json!({"user_data": user_data}).to_string())
+            }
             // Closes carry their code in the WebSocket close frame (Pusher's ranges: 4000-4099
             // give up, 4100-4199 back off, 4200-4299 reconnect now).
             Outbound::Opened
@@ -304,7 +357,7 @@ mod tests {
         assert_eq!((reply, group.as_str()), (&Some(ReplyId::Text("private-a".into())), "private-a"));
         assert_eq!(
             proof,
-            &JoinProof { key: "key_1".into(), signed: "123.456:private-a".into(), signature: "abc".into() }
+            &JoinProof::Signed { key: "key_1".into(), signed: "123.456:private-a".into(), signature: "abc".into() }
         );
         let unsigned = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": "private-a"}});
         assert!(matches!(&decode(&mut input(), unsigned)[..], [Command::Unsupported { .. }]), "no auth, no join");

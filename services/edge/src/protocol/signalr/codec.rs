@@ -35,6 +35,7 @@ static JSON: ProtocolInfo = ProtocolInfo {
     keepalive: Some(KEEPALIVE),
     opening: Some(&CHOICES),
     message_bound: json_bound,
+    close_code: CloseCode::code,
 };
 
 static MESSAGEPACK: ProtocolInfo = ProtocolInfo {
@@ -44,6 +45,7 @@ static MESSAGEPACK: ProtocolInfo = ProtocolInfo {
     keepalive: Some(KEEPALIVE),
     opening: Some(&CHOICES),
     message_bound: messagepack_bound,
+    close_code: CloseCode::code,
 };
 
 /// `{"type":1,"target":…,"arguments":[…]}` and the record separator; binary data as base64.
@@ -227,7 +229,8 @@ impl Protocol for SignalR {
             | Outbound::Error { to: None, .. }
             | Outbound::Pong(_)
             | Outbound::Recovery(_)
-            | Outbound::Reconnect(_) => return None,
+            | Outbound::Reconnect(_)
+            | Outbound::SignedIn(_) => return None,
         })
     }
 }
