@@ -48,6 +48,10 @@ pub struct Envelope {
     /// The connection that published it, for client publishes.
     #[prost(string, optional, tag = "16")]
     pub origin_connection: Option<String>,
+    /// That connection's user in the group, for client publishes to a group whose members are
+    /// users (Pusher's presence channels tell it with each client event).
+    #[prost(string, optional, tag = "17")]
+    pub origin_user: Option<String>,
 }
 
 /// Who an envelope is for.
@@ -707,6 +711,7 @@ mod tests {
             traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
             tracestate: String::new(),
             origin_connection: None,
+            origin_user: None,
         }
     }
 

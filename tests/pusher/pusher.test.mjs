@@ -291,6 +291,14 @@ describe("presence channels", () => {
       await eventually(async () => annSaw.length === 1, "ann to hear of bob");
       assert.deepEqual(annSaw, [["added", "bob", { name: "BOB" }]]);
 
+      // A client event on a presence channel says who sent it.
+      const waved = withDeadline(
+        new Promise((resolve) => bobsRoom.bind("client-wave", (data, metadata) => resolve([data, metadata]))),
+        "the wave",
+      );
+      room.trigger("client-wave", { hi: true });
+      assert.deepEqual(await waved, [{ hi: true }, { user_id: "ann" }]);
+
       // Bob's second connection: he is there already; nobody is told.
       const second = await subscribed(bob2, "presence-room");
       assert.equal(second.members.count, 2);

@@ -154,6 +154,7 @@ async fn publish_in_span(
         traceparent,
         tracestate,
         origin_connection: None,
+        origin_user: None,
     };
     span.record("message_id", envelope.id.as_str());
     let Some(idempotency_key) = idempotency_key else {

@@ -52,6 +52,7 @@ impl<'a> Outgoing<'a> {
                     data: &envelope.data,
                     group,
                     user,
+                    sender: envelope.origin_user.as_deref(),
                     seq: envelope.position,
                 }))
             })

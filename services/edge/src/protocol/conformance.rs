@@ -489,8 +489,15 @@ fn messages_reach_the_client_as_published() {
         for data in payloads() {
             let bytes = serde_json::to_vec(&data).unwrap();
             for (group, seq) in [(None, None), (Some("room-1"), Some(7))] {
-                let message =
-                    MessageOut { event: "chat.message", kind: DataKind::Json, data: &bytes, group, user: None, seq };
+                let message = MessageOut {
+                    event: "chat.message",
+                    kind: DataKind::Json,
+                    data: &bytes,
+                    group,
+                    user: None,
+                    sender: None,
+                    seq,
+                };
                 let frame = encode(&*client, &Outbound::Message(message)).expect("every protocol carries messages");
                 let Seen::Message { event, data: seen, group: seen_group, seq: seen_seq } = client.read(&frame) else {
                     panic!("{name}: a message was read as something else");
@@ -509,8 +516,15 @@ fn binary_data_reaches_every_client_readably() {
     for client in clients() {
         let name = client.encoding().protocol().info().name;
         let data = [0u8, 0xff, b'"', b'\\', 0x1e, 0x7b];
-        let message =
-            MessageOut { event: "blob", kind: DataKind::Binary, data: &data, group: None, user: None, seq: None };
+        let message = MessageOut {
+            event: "blob",
+            kind: DataKind::Binary,
+            data: &data,
+            group: None,
+            user: None,
+            sender: None,
+            seq: None,
+        };
         let frame = encode(&*client, &Outbound::Message(message)).unwrap();
         // Reading it must succeed (no client may be handed bytes its protocol cannot parse),
         // and base64 of the bytes must be what it gets.

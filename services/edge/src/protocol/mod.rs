@@ -466,6 +466,8 @@ pub(crate) struct MessageOut<'a> {
     pub(crate) group: Option<&'a str>,
     /// The user, for deliveries to a user (Pusher names their own channel).
     pub(crate) user: Option<&'a str>,
+    /// The publishing client's user, in a group whose members are users.
+    pub(crate) sender: Option<&'a str>,
     /// The position of a stored message in its group.
     pub(crate) seq: Option<u64>,
 }

@@ -344,6 +344,9 @@ impl Session {
             traceparent,
             tracestate,
             origin_connection: Some(conn.id.to_string()),
+            origin_user: (conn.settings.presence_mode(&group) == signalbox_core::settings::PresenceMode::Users)
+                .then(|| conn.presence_user().map(ToString::to_string))
+                .flatten(),
         };
         let subjects = &self.hub.config.subjects;
         let history = conn

@@ -240,7 +240,15 @@ impl Protocol for Pusher {
                 // What is sent to a user arrives on their own channel.
                 let own =
                     message.user.filter(|_| message.group.is_none()).map(|user| format!("{SERVER_TO_USER}{user}"));
-                raw_event(message.event, message.group.or(own.as_deref()), &data)
+                let mut frame = raw_event(message.event, message.group.or(own.as_deref()), &data);
+                // A client event on a presence channel says who sent it.
+                if let Some(sender) = message.sender.filter(|_| message.event.starts_with(CLIENT_EVENT)) {
+                    frame.pop();
+                    frame.extend_from_slice(b",\"user_id\":");
+                    let _ = serde_json::to_writer(&mut frame, sender);
+                    frame.push(b'}');
+                }
+                frame
             }
             Outbound::Reply { to, answer: Answer::Ok | Answer::Position(_) | Answer::Recovery(_) } => {
                 event("pusher_internal:subscription_succeeded", Some(&channel_of(to)), "{}")
