@@ -224,7 +224,9 @@ impl Hub {
         let state = slot.as_mut()?;
         state.queued = false;
         let mode = state.mode;
-        let full = std::mem::take(&mut state.full_due);
+        // Users are counted per node from these updates: lists cut short would lose some, so
+        // everyone is sent instead.
+        let full = std::mem::take(&mut state.full_due) || (mode == PresenceMode::Users && state.unpublished.truncated);
         let update = (state.publish_due || full || !state.unpublished.is_empty()).then(|| {
             let changes = std::mem::take(&mut state.unpublished);
             // Everyone held here, instead of the changes (which it includes).
