@@ -52,7 +52,12 @@ mod tests {
     use super::*;
 
     fn entry(connection: &str, user: Option<&str>, info: Option<&str>) -> PresenceEntry {
-        PresenceEntry { connection_id: connection.into(), user: user.map(Into::into), info_json: info.map(Into::into) }
+        PresenceEntry {
+            connection_id: connection.into(),
+            user: user.map(Into::into),
+            info_json: info.map(Into::into),
+            group: None,
+        }
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub struct PresenceQuery {
     pub group: Option<String>,
     #[prost(string, optional, tag = "2")]
     pub user: Option<String>,
+    /// Every group whose name starts with this (entries then name their group).
+    #[prost(string, optional, tag = "3")]
+    pub prefix: Option<String>,
 }
 
 /// One connection in a presence answer.
@@ -131,6 +134,9 @@ pub struct PresenceEntry {
     /// The token's `info` claim, as JSON.
     #[prost(string, optional, tag = "3")]
     pub info_json: Option<String>,
+    /// The group, in answers about several groups.
+    #[prost(string, optional, tag = "4")]
+    pub group: Option<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -170,6 +170,10 @@ class PusherPython(unittest.TestCase):
 
             info = library.channel_info("py-news", ["subscription_count"])
             self.assertEqual(info, {"occupied": True, "subscription_count": 1})
+            listed = library.channels_info(prefix_filter="py-")
+            self.assertEqual(listed, {"channels": {"py-news": {}}}, "the occupied py- channels")
+            with self.assertRaises(pusher.errors.PusherBadRequest):
+                library.channels_info(prefix_filter="py-", attributes=["user_count"])
         finally:
             client.close()
 

@@ -306,6 +306,8 @@ describe("presence channels", () => {
       assert.deepEqual(await info.json(), { occupied: true, user_count: 2 });
       const users = await backend.get({ path: "/channels/presence-room/users" });
       assert.deepEqual(await users.json(), { users: [{ id: "ann" }, { id: "bob" }] });
+      const listed = await backend.get({ path: "/channels", params: { filter_by_prefix: "presence-", info: "user_count" } });
+      assert.deepEqual((await listed.json()).channels["presence-room"], { user_count: 2 });
 
       // His first leaves: he is still there. His second leaves: he is gone.
       bob1.unsubscribe("presence-room");

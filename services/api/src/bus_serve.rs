@@ -111,7 +111,7 @@ async fn key_answer(state: &ApiState, app: &AppId, key: &str) -> ApiAnswer {
 async fn presence_answer(state: &ApiState, app: &AppId, query: GroupPresenceQuery) -> ApiAnswer {
     let Ok(hub) = HubName::from_token(&query.hub) else { return failure(ApiFailureKind::NotFound, "invalid hub") };
     let scope = Scope { app: app.clone(), hub };
-    let entries = state.presence(&scope, PresenceQuery { group: Some(query.group), user: None }).await;
+    let entries = state.presence(&scope, PresenceQuery { group: Some(query.group), user: None, prefix: None }).await;
     ApiAnswer::Presence(PresenceList { entries })
 }
 

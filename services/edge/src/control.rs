@@ -38,12 +38,15 @@ pub(crate) async fn answer_presence(edge: Arc<EdgeState>, app: AppId, control: C
     let (Some(ControlOp::Presence(query)), Ok(hub)) = (control.op, HubName::from_token(&control.hub)) else { return };
     let scope = Scope { app, hub };
     let subjects = &edge.hub.config.subjects;
-    let subject = match (query.group, query.user) {
-        (Some(group), _) => GroupName::new(group).ok().map(|g| subjects.group(&scope, &g)),
-        (None, Some(user)) => UserId::new(user).ok().map(|u| subjects.user(&scope, &u)),
-        (None, None) => None,
-    };
-    let presence = subject.map(|s| edge.hub.presence_entries(&s)).unwrap_or_default();
+    let presence = match (query.group, query.user, query.prefix) {
+        (Some(group), _, _) => {
+            GroupName::new(group).ok().map(|g| edge.hub.presence_entries(&subjects.group(&scope, &g)))
+        }
+        (None, Some(user), _) => UserId::new(user).ok().map(|u| edge.hub.presence_entries(&subjects.user(&scope, &u))),
+        (None, None, Some(prefix)) => Some(edge.hub.presence_in_groups(&scope, &prefix)),
+        (None, None, None) => None,
+    }
+    .unwrap_or_default();
     let packet = wire::encode(Body::ControlReply(ControlReply {
         status: ControlStatus::Done as i32,
         presence,

@@ -90,8 +90,9 @@ pub(crate) async fn group_presence(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidField { field: "limit", reason: format!("must be 1-{MAX_LIMIT}") });
     }
-    let entries =
-        state.presence(&Scope::native(app), PresenceQuery { group: Some(group.to_string()), user: None }).await;
+    let entries = state
+        .presence(&Scope::native(app), PresenceQuery { group: Some(group.to_string()), user: None, prefix: None })
+        .await;
     let summary = PresenceSummary::from_entries(&entries);
     let (count, connections) = (summary.count(), summary.connections);
     let after = query.after.unwrap_or_default();
@@ -139,7 +140,8 @@ pub(crate) async fn user_presence(
     let app = app_id(&path.app)?;
     key.require(&app, KeyScope::Read)?;
     let user = user_id(&path.user)?;
-    let entries =
-        state.presence(&Scope::native(app), PresenceQuery { group: None, user: Some(user.to_string()) }).await;
+    let entries = state
+        .presence(&Scope::native(app), PresenceQuery { group: None, user: Some(user.to_string()), prefix: None })
+        .await;
     Ok(axum::Json(UserPresence { online: !entries.is_empty(), connections: entries.len() }))
 }

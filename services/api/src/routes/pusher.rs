@@ -47,6 +47,7 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/apps/{app}/events", post(trigger))
         .route("/apps/{app}/batch_events", post(trigger_batch))
+        .route("/apps/{app}/channels", get(channels))
         .route("/apps/{app}/channels/{channel}", get(channel_info))
         .route("/apps/{app}/channels/{channel}/users", get(channel_users))
         .route("/apps/{app}/users/{user}/terminate_connections", post(terminate_app_user))
@@ -277,6 +278,42 @@ struct ChannelPath {
 struct InfoQuery {
     #[serde(default)]
     info: Option<String>,
+    #[serde(default)]
+    filter_by_prefix: Option<String>,
+}
+
+/// `GET /apps/{app}/channels?filter_by_prefix=…&info=user_count`: the occupied channels, on
+/// every edge; `user_count` for presence channels only (the prefix must say so).
+async fn channels(State(state): State<Arc<ApiState>>, Path(app): Path<String>, request: Request) -> Answer {
+    let query = axum::extract::Query::<InfoQuery>::try_from_uri(request.uri());
+    let InfoQuery { info, filter_by_prefix } = query.map_err(|_| bad_request("the query string cannot be read"))?.0;
+    let signed = signed(&state, Some(&app), request).await?;
+    signed.key.require(&signed.app, KeyScope::Read).map_err(Refusal::from)?;
+    let prefix = filter_by_prefix.unwrap_or_default();
+    let user_count = info.as_deref().is_some_and(|i| i.split(',').any(|a| a.trim() == "user_count"));
+    if user_count && !prefix.starts_with(pusher::PRESENCE_PREFIX) {
+        return Err(bad_request("user_count needs filter_by_prefix=presence-"));
+    }
+    let query = PresenceQuery { group: None, user: None, prefix: Some(prefix) };
+    let entries = state.presence(&Scope::native(signed.app), query).await;
+    let mut by_channel: std::collections::BTreeMap<String, Vec<signalbox_proto::wire::PresenceEntry>> =
+        std::collections::BTreeMap::new();
+    for entry in entries {
+        if let Some(group) = entry.group.clone() {
+            by_channel.entry(group).or_default().push(entry);
+        }
+    }
+    let channels: serde_json::Map<String, Value> = by_channel
+        .into_iter()
+        .map(|(name, entries)| {
+            let attributes = match user_count {
+                true => json!({"user_count": PresenceSummary::from_entries(&entries).count()}),
+                false => json!({}),
+            };
+            (name, attributes)
+        })
+        .collect();
+    ok(json!({"channels": channels}))
 }
 
 /// `GET /apps/{app}/channels/{channel}`: whether anybody is in it; how many connections
@@ -321,7 +358,12 @@ async fn channel_users(State(state): State<Arc<ApiState>>, Path(path): Path<Chan
 
 /// The connections in a channel, on every edge.
 async fn members(state: &ApiState, app: &AppId, group: &GroupName) -> Vec<signalbox_proto::wire::PresenceEntry> {
-    state.presence(&Scope::native(app.clone()), PresenceQuery { group: Some(group.to_string()), user: None }).await
+    state
+        .presence(
+            &Scope::native(app.clone()),
+            PresenceQuery { group: Some(group.to_string()), user: None, prefix: None },
+        )
+        .await
 }
 
 #[derive(Debug, Deserialize)]

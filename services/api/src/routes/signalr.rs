@@ -439,7 +439,9 @@ async fn group_action(
         ":closeConnections" => {
             let scope = key.scope(&path.hub, KeyScope::Groups)?;
             let group = group_name(&path.group)?;
-            let members = state.presence(&scope, PresenceQuery { group: Some(group.to_string()), user: None }).await;
+            let members = state
+                .presence(&scope, PresenceQuery { group: Some(group.to_string()), user: None, prefix: None })
+                .await;
             for member in members {
                 let Ok(id) = ConnectionId::new(&member.connection_id) else { continue };
                 if query.excluded.contains(&member.connection_id) {
@@ -507,7 +509,8 @@ async fn group_exists(
 ) -> Result<StatusCode, ApiError> {
     let scope = key.scope(&path.hub, KeyScope::Read)?;
     let group = group_name(&path.group)?;
-    let members = state.presence(&scope, PresenceQuery { group: Some(group.to_string()), user: None }).await;
+    let members =
+        state.presence(&scope, PresenceQuery { group: Some(group.to_string()), user: None, prefix: None }).await;
     Ok(if members.is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK })
 }
 
@@ -518,7 +521,8 @@ async fn user_exists(
 ) -> Result<StatusCode, ApiError> {
     let scope = key.scope(&path.hub, KeyScope::Read)?;
     let user = user_id(&path.user)?;
-    let connections = state.presence(&scope, PresenceQuery { group: None, user: Some(user.to_string()) }).await;
+    let connections =
+        state.presence(&scope, PresenceQuery { group: None, user: Some(user.to_string()), prefix: None }).await;
     Ok(if connections.is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK })
 }
 

@@ -110,6 +110,15 @@ impl Peers {
     }
 }
 
+fn entry_of(conn: &Conn, group: Option<&signalbox_core::GroupName>) -> PresenceEntry {
+    PresenceEntry {
+        connection_id: conn.id.to_string(),
+        user: conn.presence_user().map(ToString::to_string),
+        info_json: conn.presence_info().map(str::to_owned),
+        group: group.map(ToString::to_string),
+    }
+}
+
 fn member_of(conn: &Conn, mode: PresenceMode) -> PresenceMember {
     PresenceMember {
         connection_id: conn.id.to_string(),
@@ -203,16 +212,21 @@ impl Hub {
     /// This node's connections in a group (or of a user), for the api's presence query.
     pub(crate) fn presence_entries(&self, subject: &signalbox_proto::Subject) -> Vec<PresenceEntry> {
         let Some(target) = self.target(subject) else { return Vec::new() };
-        target.with_members(|members| {
-            members
-                .values()
-                .map(|conn| PresenceEntry {
-                    connection_id: conn.id.to_string(),
-                    user: conn.presence_user().map(ToString::to_string),
-                    info_json: conn.presence_info().map(str::to_owned),
-                })
-                .collect()
-        })
+        target.with_members(|members| members.values().map(|conn| entry_of(conn, None)).collect())
+    }
+
+    /// This node's connections in every group of `scope` whose name starts with `prefix`, each
+    /// entry naming its group (for the api's channel lists).
+    pub(crate) fn presence_in_groups(&self, scope: &signalbox_core::Scope, prefix: &str) -> Vec<PresenceEntry> {
+        let mut entries = Vec::new();
+        for target in self.targets() {
+            let Some(group) = target.group().filter(|g| target.scope == *scope && g.as_str().starts_with(prefix))
+            else {
+                continue;
+            };
+            target.with_members(|members| entries.extend(members.values().map(|conn| entry_of(conn, Some(group)))));
+        }
+        entries
     }
 
     /// Takes what a group target's presence has to tell: the update for the other nodes and
