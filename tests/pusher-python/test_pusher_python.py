@@ -9,75 +9,27 @@ pointing at the binary: `python -m unittest discover tests/pusher-python`.
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import tempfile
-import time
+import sys
 import unittest
-import urllib.request
 
 import pusher
 from websockets.sync.client import connect
 
-DEADLINE = 20.0
-ADMIN = "sba_python_pusher_operator_token_0123456789"
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python-support"))
+from signalbox_server import DEADLINE, Server as BaseServer  # noqa: E402
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(method, url, bearer, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {bearer}")
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode()
-        return response.status, (json.loads(text) if text else None)
-
-
-class Server:
+class Server(BaseServer):
     """`signalbox serve` on a free port, with an app that accepts Pusher clients, and its key."""
 
     def __init__(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, SIGNALBOX_ADMIN_TOKEN=ADMIN, SIGNALBOX_LOG="warn",
-                   SIGNALBOX_METRICS_LISTEN="127.0.0.1:0")
-        self.process = subprocess.Popen(
-            [os.environ["SIGNALBOX_BIN"], "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.dir.name],
-            env=env, stdout=subprocess.DEVNULL)
-        until = time.monotonic() + DEADLINE
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.base}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > until:
-                raise RuntimeError("signalbox serve did not become ready")
-            time.sleep(0.05)
-        _, tenant = call("POST", f"{self.base}/v1/tenants", ADMIN, {"name": "pusher-python"})
-        settings = {"name": "pusher-python", "pusher": {"enabled": True}}
-        _, app = call("POST", f"{self.base}/v1/apps", tenant["token"], settings)
-        _, key = call("POST", f"{self.base}/v1/apps/{app['id']}/keys", tenant["token"], {"name": "python"})
-        self.credentials = key["pusher"]
+        super().__init__({"pusher": {"enabled": True}})
+        self.credentials = self.key["pusher"]
 
     def library(self, secret=None):
         c = self.credentials
         return pusher.Pusher(app_id=c["app_id"], key=c["key"], secret=secret or c["secret"],
                              host="127.0.0.1", port=self.port, ssl=False)
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.dir.cleanup()
 
 
 class Socket:

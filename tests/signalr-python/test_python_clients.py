@@ -13,13 +13,10 @@ import hashlib
 import hmac
 import json
 import os
-import socket
-import subprocess
-import tempfile
+import sys
 import threading
 import time
 import unittest
-import urllib.request
 
 from pysignalr.client import SignalRClient
 from pysignalr.protocol.json import JSONProtocol
@@ -27,25 +24,8 @@ from pysignalr.protocol.messagepack import MessagepackProtocol
 from signalrcore.hub_connection_builder import HubConnectionBuilder
 from signalrcore.types import HttpTransportType, HubProtocolEncoding
 
-DEADLINE = 20.0
-ADMIN = "sba_python_clients_operator_token_0123456789"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(method, url, bearer, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {bearer}")
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode()
-        return response.status, (json.loads(text) if text else None)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python-support"))
+from signalbox_server import DEADLINE, Server as BaseServer, call  # noqa: E402
 
 
 def b64url(raw):
@@ -61,33 +41,12 @@ def azure_token(url, access_key):
     return f"{head}.{body}.{b64url(signature)}"
 
 
-class Server:
+class Server(BaseServer):
     """`signalbox serve` on a free port, with a tenant, an app and a key."""
 
     def __init__(self):
-        self.dir = tempfile.TemporaryDirectory()
-        port = free_port()
-        self.base = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, SIGNALBOX_ADMIN_TOKEN=ADMIN, SIGNALBOX_LOG="warn",
-                   SIGNALBOX_METRICS_LISTEN="127.0.0.1:0")
-        self.process = subprocess.Popen(
-            [os.environ["SIGNALBOX_BIN"], "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", self.dir.name],
-            env=env, stdout=subprocess.DEVNULL)
-        until = time.monotonic() + DEADLINE
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.base}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > until:
-                raise RuntimeError("signalbox serve did not become ready")
-            time.sleep(0.05)
-        _, tenant = call("POST", f"{self.base}/v1/tenants", ADMIN, {"name": "python"})
-        _, app = call("POST", f"{self.base}/v1/apps", tenant["token"], {"name": "python"})
-        _, key = call("POST", f"{self.base}/v1/apps/{app['id']}/keys", tenant["token"], {"name": "python"})
-        self.app, self.key = app["id"], key["credential"]
+        super().__init__()
+        self.key = self.key["credential"]
 
     def token(self, user):
         _, minted = call("POST", f"{self.base}/v1/apps/{self.app}/tokens", self.key, {"user_id": user})
@@ -98,11 +57,6 @@ class Server:
         url = f"{self.base}/api/hubs/chat/users/{user}/:send?api-version=2022-06-01"
         status, _ = call("POST", url, azure_token(url, self.key), {"target": target, "arguments": arguments})
         assert status == 202, status
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.dir.cleanup()
 
 
 SERVER = None
